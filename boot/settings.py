@@ -1,0 +1,228 @@
+"""Doorito settings as django-configurations classes: Base, Dev, Test, Prod.
+
+Every tunable reads exactly one environment variable of the same name (the
+Django core ones keep their conventional DJANGO_ prefix, e.g. DJANGO_DEBUG).
+docs/configuration.md lists them all; tests/test_configuration.py proves each
+one takes effect.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import dj_database_url
+from configurations import Configuration, values
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+class _NamedErrors:
+    """Make a malformed environment value fail with the variable's name in the message."""
+
+    def setup(self, name):
+        try:
+            return super().setup(name)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"{self.full_environ_name(name)}: {exc}") from None
+
+
+class Env(_NamedErrors, values.Value):
+    pass
+
+
+class EnvInt(_NamedErrors, values.PositiveIntegerValue):
+    pass
+
+
+class EnvFloat(_NamedErrors, values.FloatValue):
+    pass
+
+
+class EnvBool(_NamedErrors, values.BooleanValue):
+    pass
+
+
+class EnvList(_NamedErrors, values.ListValue):
+    pass
+
+
+def setting(value_class: type, default, **kwargs):
+    """A setting read from the environment variable with exactly its own name."""
+    return value_class(default, environ_prefix=None, **kwargs)
+
+
+def database_url_for(database: dict) -> str:
+    """A libpq URL (postgresql://...) for a Django DATABASES entry."""
+    credentials = quote(database.get("USER") or "", safe="")
+    if database.get("PASSWORD"):
+        credentials += ":" + quote(database["PASSWORD"], safe="")
+    # dj-database-url puts a Unix socket directory (?host=/dir) in OPTIONS.
+    host = database.get("HOST") or database.get("OPTIONS", {}).get("host") or ""
+    query = ""
+    if host.startswith("/"):  # a Unix socket directory goes in the query string
+        query, host = "?" + urlencode({"host": host}), ""
+    elif database.get("PORT"):
+        host = f"{host}:{database['PORT']}"
+    return f"postgresql://{credentials}@{host}/{quote(database['NAME'], safe='')}{query}"
+
+
+def broker_url_for(database: dict) -> str:
+    """The kombu SQLAlchemy broker URL for the same PostgreSQL database Django uses."""
+    return "sqla+postgresql+psycopg://" + database_url_for(database).removeprefix("postgresql://")
+
+
+class Base(Configuration):
+    # --- Django core -------------------------------------------------------
+    SECRET_KEY = Env("dev-insecure-secret-key-change-me")  # DJANGO_SECRET_KEY
+    DEBUG = EnvBool(False)  # DJANGO_DEBUG
+    ALLOWED_HOSTS = EnvList(["localhost", "127.0.0.1", "[::1]"])  # DJANGO_ALLOWED_HOSTS
+
+    # Unset means: start and use the embedded, project-local PostgreSQL.
+    DATABASE_URL = setting(Env, None)
+    DATABASE_CONN_MAX_AGE = setting(EnvInt, 60)
+
+    INSTALLED_APPS = [
+        "django.contrib.admin",
+        "django.contrib.auth",
+        "django.contrib.contenttypes",
+        "django.contrib.sessions",
+        "django.contrib.messages",
+        "django.contrib.staticfiles",
+        "django_celery_results",
+        "django_celery_beat",
+        "common",
+        "common.broker",
+        "portal",
+    ]
+    MIDDLEWARE = [
+        "django.middleware.security.SecurityMiddleware",
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    ]
+    ROOT_URLCONF = "boot.urls"
+    WSGI_APPLICATION = "boot.wsgi.application"
+    TEMPLATES = [
+        {
+            "BACKEND": "django.template.backends.django.DjangoTemplates",
+            "DIRS": [],
+            "APP_DIRS": True,
+            "OPTIONS": {
+                "context_processors": [
+                    "django.template.context_processors.request",
+                    "django.contrib.auth.context_processors.auth",
+                    "django.contrib.messages.context_processors.messages",
+                ]
+            },
+        }
+    ]
+    DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+    LANGUAGE_CODE = "en-us"
+    TIME_ZONE = "UTC"
+    USE_TZ = True
+    STATIC_URL = "static/"
+    STATIC_ROOT = BASE_DIR / "staticfiles"
+
+    # --- Celery (namespace CELERY_) ------------------------------------------
+    # Unset means: the same PostgreSQL database as DATABASE_URL (kombu_message table).
+    CELERY_BROKER_URL = setting(Env, None)
+    CELERY_RESULT_BACKEND = setting(Env, "django-db")
+    CELERY_TASK_ALWAYS_EAGER = setting(EnvBool, False)
+    CELERY_TASK_EAGER_PROPAGATES = True
+    CELERY_TASK_TIME_LIMIT = setting(EnvInt, 300)
+    CELERY_TASK_SOFT_TIME_LIMIT = setting(EnvInt, 240)
+    CELERY_RESULT_EXPIRES = setting(EnvInt, 86400)  # seconds
+    CELERY_RESULT_EXTENDED = True
+    CELERY_ACCEPT_CONTENT = ["json"]
+    CELERY_TASK_SERIALIZER = "json"
+    CELERY_RESULT_SERIALIZER = "json"
+    CELERY_TIMEZONE = "UTC"
+    CELERY_ENABLE_UTC = True
+    CELERY_TASK_TRACK_STARTED = True
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+    CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+    CELERY_TASK_DEFAULT_QUEUE = "default"
+    # One direct exchange per queue, so a message routed to one queue never lands in the other.
+    CELERY_TASK_QUEUES = (
+        Queue("high", Exchange("high", type="direct"), routing_key="high"),
+        Queue("default", Exchange("default", type="direct"), routing_key="default"),
+    )
+    # Anything not listed goes to CELERY_TASK_DEFAULT_QUEUE ("default").
+    CELERY_TASK_ROUTES = {
+        "celery.backend_cleanup": {"queue": "default"},
+    }
+    CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+    CELERY_BEAT_SCHEDULE: dict = {}
+
+    LOGGING = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+        "root": {"handlers": ["console"], "level": "INFO"},
+    }
+
+    @classmethod
+    def setup(cls):
+        super().setup()
+        cls.DATABASES = {"default": cls._database()}
+        if not cls.CELERY_BROKER_URL:
+            cls.CELERY_BROKER_URL = broker_url_for(cls.DATABASES["default"])
+        if cls.CELERY_TASK_SOFT_TIME_LIMIT >= cls.CELERY_TASK_TIME_LIMIT:
+            raise ImproperlyConfigured(
+                "CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT "
+                f"({cls.CELERY_TASK_SOFT_TIME_LIMIT} >= {cls.CELERY_TASK_TIME_LIMIT})"
+            )
+
+    @classmethod
+    def _database(cls) -> dict:
+        url = cls.DATABASE_URL
+        if not url:
+            from common.embedded_postgres import EmbeddedPostgres
+
+            url = EmbeddedPostgres().start()
+        try:
+            config = dj_database_url.parse(url, conn_max_age=cls.DATABASE_CONN_MAX_AGE, conn_health_checks=True)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"DATABASE_URL: {exc}") from None
+        if config["ENGINE"] != "django.db.backends.postgresql" or not config.get("NAME"):
+            raise ImproperlyConfigured(
+                f"DATABASE_URL: must be a PostgreSQL URL such as postgresql://user@host:5432/db, got {url!r}"
+            )
+        return config
+
+
+class Dev(Base):
+    DOTENV = BASE_DIR / ".env" if (BASE_DIR / ".env").exists() else None
+    DEBUG = EnvBool(True)
+    CELERY_TASK_ALWAYS_EAGER = setting(EnvBool, True)
+
+
+class Test(Base):
+    SECRET_KEY = Env("test-secret-key")
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+class Prod(Base):
+    SECRET_KEY = Env(None)
+    ALLOWED_HOSTS = EnvList([])
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = setting(EnvBool, True)
+    SECURE_HSTS_SECONDS = setting(EnvInt, 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_CONTENT_TYPE_NOSNIFF = True
+
+    @classmethod
+    def setup(cls):
+        super().setup()
+        for variable, value in (("DJANGO_SECRET_KEY", cls.SECRET_KEY), ("DJANGO_ALLOWED_HOSTS", cls.ALLOWED_HOSTS)):
+            if not value:
+                raise ImproperlyConfigured(f"{variable} must be set in production")

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import path
+
+from common import views as common_views
+
+urlpatterns = [
+    path("healthz", common_views.healthz, name="healthz"),
+    path("readyz", common_views.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]

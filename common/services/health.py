@@ -1,0 +1,41 @@
+"""Readiness checks: can this process reach what it needs to do its work?"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from boot.celery import app as celery_app
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _check_broker() -> None:
+    if settings.CELERY_BROKER_URL.startswith("sqla+"):
+        # The broker lives in our database: its tables must exist.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM kombu_queue LIMIT 1")
+            cursor.execute("SELECT 1 FROM kombu_message LIMIT 1")
+    else:
+        with celery_app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+
+
+CHECKS = {"database": _check_database, "broker": _check_broker}
+
+
+def check_readiness() -> dict:
+    """Run every check; return {"ok": bool, "checks": {name: {"ok": bool, "error"?: str}}}, never raising."""
+    results = {}
+    for name, check in CHECKS.items():
+        try:
+            # A failed check rolls back only its own savepoint, leaving the connection usable.
+            with transaction.atomic():
+                check()
+            results[name] = {"ok": True}
+        except Exception as exc:  # a readiness probe must report, not crash
+            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+    return {"ok": all(r["ok"] for r in results.values()), "checks": results}

@@ -1,0 +1,96 @@
+"""Shared fixtures. Integration fixtures start real processes against pytest-django's test database."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.db import connection
+from kombu.transport.sqlalchemy import Channel as SqlaChannel
+
+from boot.celery import app as celery_app
+from boot.settings import broker_url_for, database_url_for
+from tests.processes import ManagedProcess, celery_command, process_env
+
+_names = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def test_database_url(django_db_setup, django_db_blocker):
+    """libpq URL of the test database; the in-process Celery app publishes to it too."""
+    with django_db_blocker.unblock():
+        url = database_url_for(connection.settings_dict)
+    celery_app.conf.broker_url = broker_url_for(connection.settings_dict)
+    # Drop pools opened on the old URL, if any; the next publish opens new ones.
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+    yield url
+    # Let pytest-django drop the test database: no broker connection may stay open.
+    if celery_app._pool is not None:
+        celery_app.pool.force_close_all()
+    for engine, _session in SqlaChannel._engines.values():
+        engine.dispose()
+
+
+@pytest.fixture
+def clean_broker(transactional_db, test_database_url):
+    """Empty kombu's tables, which pytest-django does not flush (they are not models)."""
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE kombu_message")
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE kombu_message")
+
+
+@pytest.fixture
+def start_process(test_database_url, tmp_path):
+    """Factory: start a real process with the test-database environment; all are stopped at teardown."""
+    started: list[ManagedProcess] = []
+
+    def start(name: str, args: list[str], **env: str) -> ManagedProcess:
+        proc = ManagedProcess(name, args, env=process_env(test_database_url, **env), log_dir=tmp_path, cwd=tmp_path)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()
+
+
+@pytest.fixture
+def start_worker(start_process, clean_broker):
+    """Factory: start `celery -A boot worker` (eager off) and wait until it is ready."""
+
+    def start(*extra: str, queues: str = "high,default", concurrency: int = 2, **env: str) -> ManagedProcess:
+        name = f"worker{next(_names)}"
+        args = celery_command(
+            "worker", "-Q", queues, "-n", f"{name}@%h", "-c", str(concurrency), "--loglevel", "INFO", *extra
+        )
+        proc = start_process(name, args, **env)
+        proc.wait_for_output(r"ready\.", timeout=90)
+        return proc
+
+    return start
+
+
+@pytest.fixture
+def start_beat(start_process, clean_broker):
+    """Factory: start `celery -A boot beat` with the DatabaseScheduler."""
+
+    def start(*extra: str, **env: str) -> ManagedProcess:
+        name = f"beat{next(_names)}"
+        args = celery_command(
+            "beat",
+            "--scheduler",
+            "django_celery_beat.schedulers:DatabaseScheduler",
+            "--loglevel",
+            "INFO",
+            "--max-interval",
+            "1",
+            *extra,
+        )
+        proc = start_process(name, args, **env)
+        proc.wait_for_output(r"beat: Starting", timeout=90)
+        return proc
+
+    return start

@@ -1,0 +1,68 @@
+"""The embedded PostgreSQL: idempotent start, one server only, recovery after a crash."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from common.embedded_postgres import EmbeddedPostgres
+
+
+def postmaster_pid(server: EmbeddedPostgres) -> int:
+    return int((server.cluster_dir / "postmaster.pid").read_text().splitlines()[0])
+
+
+def postmasters_for(server: EmbeddedPostgres) -> int:
+    """How many postmaster processes serve this cluster (postmasters are the ones started with -D)."""
+    count = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args[0].endswith(b"/postgres") and str(server.cluster_dir).encode() in args:
+            count += 1
+    return count
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = EmbeddedPostgres(tmp_path / "pg")
+    yield server
+    server.stop(mode="immediate")
+
+
+def test_start_is_idempotent_and_runs_one_server(server):
+    url = server.start()
+    pid = postmaster_pid(server)
+    assert server.start() == url
+    assert postmaster_pid(server) == pid
+    assert postmasters_for(server) == 1
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT current_database()").fetchone()[0] == "doorito"
+
+
+def test_concurrent_starts_share_one_server(server):
+    code = f"from common.embedded_postgres import EmbeddedPostgres as E; print(E({str(server.base_dir)!r}).start())"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    urls = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert len(urls) == 1 and all(p.returncode == 0 for p in procs)
+    assert postmasters_for(server) == 1
+
+
+def test_start_after_a_crash_recovers_with_data(server):
+    url = server.start()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (v int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+    os.kill(postmaster_pid(server), signal.SIGKILL)  # leaves a stale postmaster.pid behind
+    time.sleep(0.2)
+    assert server.start() == url
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT v FROM kept").fetchone()[0] == 42
+    assert postmasters_for(server) == 1
