@@ -160,6 +160,14 @@ class Base(Configuration):
     CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
     CELERY_BEAT_SCHEDULE: dict = {}
 
+    # --- Broker transport (common.broker) -----------------------------------
+
+    # --- Outbox and webhooks (common) ----------------------------------------
+
+    # --- Portal uploads (portal) ---------------------------------------------
+
+    # --- Operations (common.monitoring) --------------------------------------
+
     LOGGING = {
         "version": 1,
         "disable_existing_loggers": False,
