@@ -114,10 +114,9 @@ def test_prod_is_secure():
 
 
 def test_broker_is_the_same_postgres_database():
-    db = settings.DATABASES["default"]
+    report = run_probe([], DATABASE_URL="postgresql://app:s%40cret@db.example.com:5433/appdb")[""]
+    assert report["CELERY_BROKER_URL"] == repr("sqla+postgresql+psycopg://app:s%40cret@db.example.com:5433/appdb")
     assert settings.CELERY_BROKER_URL.startswith("sqla+postgresql+psycopg://")
-    assert f"/{db['NAME']}" in settings.CELERY_BROKER_URL
-    assert "redis" not in settings.CELERY_BROKER_URL
     assert settings.CELERY_RESULT_BACKEND == "django-db"
     assert settings.CELERY_BEAT_SCHEDULER == "django_celery_beat.schedulers:DatabaseScheduler"
 
