@@ -156,6 +156,8 @@ class Base(Configuration):
     # Anything not listed goes to CELERY_TASK_DEFAULT_QUEUE ("default").
     CELERY_TASK_ROUTES = {
         "celery.backend_cleanup": {"queue": "default"},
+        "portal.tasks.cleanup_expired_upload_files_task": {"queue": "default"},
+        "portal.tasks.notify_expiring_files_task": {"queue": "default"},
     }
     CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
     CELERY_BEAT_SCHEDULE: dict = {}
@@ -165,6 +167,59 @@ class Base(Configuration):
     # --- Outbox and webhooks (common) ----------------------------------------
 
     # --- Portal uploads (portal) ---------------------------------------------
+    # Uploads live under MEDIA_ROOT/uploads, which no URL serves: downloads go through the API.
+    MEDIA_ROOT = Env(str(BASE_DIR / "media"))  # DJANGO_MEDIA_ROOT
+    # Where an upload is written while it streams in; keep it on the same disk as the storage
+    # so that finishing an upload is a rename. Unset: MEDIA_ROOT/incoming.
+    FILE_UPLOAD_STAGING_DIR = setting(Env, None)
+    FILE_UPLOAD_TTL_HOURS = setting(EnvInt, 24)
+    FILE_UPLOAD_MAX_TTL_HOURS = setting(EnvInt, 168)
+    FILE_UPLOAD_MAX_SIZE = setting(EnvInt, 2 * 1024**3)  # bytes
+    # Empty: any type. Otherwise the content-sniffed type must be listed.
+    FILE_UPLOAD_ALLOWED_TYPES = setting(EnvList, [])
+    FILE_UPLOAD_MAX_NAME_LENGTH = setting(EnvInt, 255)
+    FILE_UPLOAD_CHUNK_SIZE = setting(EnvInt, 256 * 1024)  # bytes read per step while streaming
+    # An upload still `uploading` (or `failed`) this long after it began is cleaned up.
+    FILE_UPLOAD_UPLOADING_GRACE_HOURS = setting(EnvInt, 6)
+    FILE_UPLOAD_EXPIRY_NOTIFY_HOURS = setting(EnvInt, 1)
+    FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES = setting(EnvInt, 60)
+    FILE_UPLOAD_PAGE_SIZE = setting(EnvInt, 50)
+    CLEANUP_UPLOADS_INTERVAL_HOURS = setting(EnvInt, 6)
+    CLEANUP_UPLOADS_BATCH_SIZE = setting(EnvInt, 1000)
+
+    @classmethod
+    def _portal_setup(cls):
+        from celery.schedules import crontab
+
+        if not 1 <= cls.CLEANUP_UPLOADS_INTERVAL_HOURS <= 24:
+            raise ImproperlyConfigured("CLEANUP_UPLOADS_INTERVAL_HOURS must be between 1 and 24")
+        if cls.FILE_UPLOAD_TTL_HOURS > cls.FILE_UPLOAD_MAX_TTL_HOURS:
+            raise ImproperlyConfigured("FILE_UPLOAD_TTL_HOURS must not exceed FILE_UPLOAD_MAX_TTL_HOURS")
+        media_root = Path(cls.MEDIA_ROOT)
+        if not cls.FILE_UPLOAD_STAGING_DIR:
+            cls.FILE_UPLOAD_STAGING_DIR = str(media_root / "incoming")
+        cls.STORAGES = {
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+            # No base_url: nothing links to these files directly.
+            "uploads": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(media_root / "uploads"), "base_url": None},
+            },
+        }
+        cls.CELERY_BEAT_SCHEDULE = {
+            **cls.CELERY_BEAT_SCHEDULE,
+            # crontab, not an interval: runs land on 00/06/12/18 UTC whenever beat restarts.
+            "portal-cleanup-expired-uploads": {
+                "task": "portal.tasks.cleanup_expired_upload_files_task",
+                "schedule": crontab(minute="0", hour=f"*/{cls.CLEANUP_UPLOADS_INTERVAL_HOURS}"),
+            },
+            "portal-notify-expiring-files": {
+                "task": "portal.tasks.notify_expiring_files_task",
+                "schedule": float(cls.FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES * 60),
+            },
+        }
+
 
     # --- Operations (common.monitoring) --------------------------------------
 
@@ -182,6 +237,7 @@ class Base(Configuration):
         cls.DATABASES = {"default": cls._database()}
         if not cls.CELERY_BROKER_URL:
             cls.CELERY_BROKER_URL = broker_url_for(cls.DATABASES["default"])
+        cls._portal_setup()
         if cls.CELERY_TASK_SOFT_TIME_LIMIT >= cls.CELERY_TASK_TIME_LIMIT:
             raise ImproperlyConfigured(
                 "CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT "

@@ -1,1 +1,63 @@
-"""Models of the portal app."""
+"""Models of the portal: uploaded files with a TTL, and the API tokens that upload them."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class UploadFile(models.Model):
+    class Status(models.TextChoices):
+        UPLOADING = "uploading"
+        STORED = "stored"
+        FAILED = "failed"  # rejected or aborted: its bytes are being removed, it was never served
+        EXPIRED = "expired"  # past its TTL or deleted: no longer served, cleanup removes bytes and row
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="upload_files")
+    # Display only: the stored name is generated from the id, never from what the client sent.
+    original_filename = models.TextField()
+    storage_name = models.CharField(max_length=255, unique=True, editable=False)
+    content_type = models.CharField(max_length=127, blank=True, default="")
+    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UPLOADING)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    # Set in the same transaction as the file.expiring event: the record of "notified" that
+    # outlives the outbox's retention.
+    expiry_notified_at = models.DateTimeField(null=True, blank=True)
+    # Set when the owner deletes the file, so a cleanup that finishes the job emits file.deleted.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="portal_upload_owner_created"),
+            models.Index(fields=["status", "expires_at"], name="portal_upload_status_expires"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.original_filename} ({self.id})"
+
+
+class ApiToken(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, default="")
+    # The first characters of the token, for recognising it in lists; not enough to use it.
+    prefix = models.CharField(max_length=16, editable=False)
+    # SHA-256 of the whole token: tokens are 256-bit random, so a fast hash cannot be brute-forced.
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

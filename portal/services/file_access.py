@@ -1,0 +1,48 @@
+"""Which files a user may see, and the open bytes of one for download; never another user's, never expired ones."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import IO
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from portal.models import UploadFile
+from portal.services.errors import UploadRejected
+from portal.services.removal import upload_storage
+
+
+def owned_uploads(*, owner: AbstractBaseUser) -> QuerySet[UploadFile]:
+    """The owner's stored and expired-but-not-yet-cleaned files, newest first."""
+    return UploadFile.objects.filter(
+        owner=owner, status__in=[UploadFile.Status.STORED, UploadFile.Status.EXPIRED], deleted_at__isnull=True
+    ).order_by("-created_at", "id")
+
+
+def get_owned_upload(*, owner: AbstractBaseUser, file_id: uuid.UUID) -> UploadFile:
+    """The owner's file; raises not_found (404) for a missing file or one that belongs to someone else."""
+    upload = owned_uploads(owner=owner).filter(pk=file_id).first()
+    if upload is None:
+        raise UploadRejected("not_found", "No such file.", status=404)
+    return upload
+
+
+def is_expired(*, upload: UploadFile, now: datetime | None = None) -> bool:
+    """Whether the file may no longer be served: past expires_at or marked expired, cleanup or not."""
+    return upload.status != UploadFile.Status.STORED or upload.expires_at <= (now or timezone.now())
+
+
+def open_for_download(*, owner: AbstractBaseUser, file_id: uuid.UUID, now: datetime | None = None):
+    """(upload, open binary file) for a live file of the owner; 404 if not theirs, 410 once expired."""
+    upload = get_owned_upload(owner=owner, file_id=file_id)
+    if is_expired(upload=upload, now=now):
+        raise UploadRejected("file_expired", "The file has expired.", status=410)
+    try:
+        handle: IO[bytes] = upload_storage().open(upload.storage_name, "rb")
+    except FileNotFoundError:
+        # Cleanup removed the bytes between our check and the open.
+        raise UploadRejected("file_expired", "The file has expired.", status=410) from None
+    return upload, handle

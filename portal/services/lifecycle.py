@@ -1,0 +1,74 @@
+"""The TTL lifecycle: file.expiring notices exactly once, and cleanup of expired and stuck uploads."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from portal.models import UploadFile
+from portal.services.events import emit_file_event
+from portal.services.removal import delete_upload_bytes, finish_removed_upload
+
+
+def _cleanup_candidates(*, now: datetime) -> Q:
+    stuck_since = now - timedelta(hours=settings.FILE_UPLOAD_UPLOADING_GRACE_HOURS)
+    return (
+        Q(status=UploadFile.Status.STORED, expires_at__lte=now)
+        # Marked by a run (or a delete) that did not get to finish.
+        | Q(status=UploadFile.Status.EXPIRED)
+        | Q(status__in=[UploadFile.Status.UPLOADING, UploadFile.Status.FAILED], created_at__lte=stuck_since)
+    )
+
+
+def cleanup_expired_uploads(*, now: datetime | None = None, limit: int | None = None) -> dict:
+    """Remove up to `limit` expired or stuck uploads: mark, delete bytes, finish + event; {"deleted", "remaining"}."""
+    now = now or timezone.now()
+    limit = limit or settings.CLEANUP_UPLOADS_BATCH_SIZE
+    with transaction.atomic():
+        # skip_locked: a concurrent run (or a request finishing an upload) keeps what it holds.
+        batch = list(
+            UploadFile.objects.select_for_update(skip_locked=True)
+            .filter(_cleanup_candidates(now=now))
+            .order_by("expires_at")[:limit]
+        )
+        # Step 1, committed before any byte goes: the rows are no longer served.
+        stored = [u.pk for u in batch if u.status == UploadFile.Status.STORED]
+        UploadFile.objects.filter(pk__in=stored).update(status=UploadFile.Status.EXPIRED)
+        in_flight = [u.pk for u in batch if u.status == UploadFile.Status.UPLOADING]
+        UploadFile.objects.filter(pk__in=in_flight).update(status=UploadFile.Status.FAILED)
+    deleted = 0
+    for upload in batch:
+        delete_upload_bytes(upload=upload)  # step 2: tolerant of bytes already gone
+        # Step 3: row gone + event, atomically; a concurrent run that got there first counts it instead.
+        deleted += finish_removed_upload(upload_id=upload.id)
+    remaining = UploadFile.objects.filter(_cleanup_candidates(now=now)).count()
+    return {"deleted": deleted, "remaining": remaining}
+
+
+def notify_expiring_files(*, now: datetime | None = None, limit: int | None = None) -> dict:
+    """Emit file.expiring exactly once per stored file near expiry; {"notified", "skipped"}."""
+    now = now or timezone.now()
+    limit = limit or settings.CLEANUP_UPLOADS_BATCH_SIZE
+    window_end = now + timedelta(hours=settings.FILE_UPLOAD_EXPIRY_NOTIFY_HOURS)
+    # No lower bound: a file already past the window start (short TTL, a late run) still gets its one notice.
+    due = Q(status=UploadFile.Status.STORED, expiry_notified_at__isnull=True, expires_at__lte=window_end)
+    seen = UploadFile.objects.filter(due).count()
+    notified = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                UploadFile.objects.select_for_update(skip_locked=True).filter(due).order_by("expires_at")[:limit]
+            )
+            for upload in batch:
+                emit_file_event(event_type="file.expiring", upload=upload)
+            # The mark lives on the row, committed with the events: it outlives outbox retention.
+            UploadFile.objects.filter(pk__in=[u.pk for u in batch]).update(expiry_notified_at=now)
+        notified += len(batch)
+        if len(batch) < limit:
+            break
+    # Due files this run did not notify: another run held them, or they changed state meanwhile.
+    return {"notified": notified, "skipped": max(seen - notified, 0)}

@@ -1,0 +1,133 @@
+"""The portal's JSON API: token-authenticated upload, list, detail, delete and streamed download."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import uuid
+
+from django.conf import settings
+from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from portal.models import UploadFile
+from portal.services.errors import UploadRejected
+from portal.services.file_access import get_owned_upload, is_expired, open_for_download, owned_uploads
+from portal.services.removal import delete_upload
+from portal.services.tokens import authenticate_api_token
+from portal.services.uploads import receive_upload
+
+MAX_PAGE_SIZE = 100
+
+
+def error(code: str, message: str, status: int, **headers: str) -> JsonResponse:
+    response = JsonResponse({"error": {"code": code, "message": message}}, status=status)
+    for name, value in headers.items():
+        response[name.replace("_", "-")] = value
+    return response
+
+
+def file_json(upload: UploadFile) -> dict:
+    return {
+        "id": str(upload.id),
+        "name": upload.original_filename,
+        "content_type": upload.content_type,
+        "size": upload.size_bytes,
+        "sha256": upload.sha256,
+        "status": "expired" if is_expired(upload=upload) else upload.status,
+        "created_at": upload.created_at.isoformat(),
+        "expires_at": upload.expires_at.isoformat(),
+    }
+
+
+def api_view(*methods: str):
+    """JSON API wrapper: CSRF-exempt (token auth), 405 for other methods, 401 without a valid token."""
+
+    def decorate(view):
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args, **kwargs):
+            if request.method not in methods:
+                return error("method_not_allowed", f"Use {', '.join(methods)}.", 405, Allow=", ".join(methods))
+            scheme, _, plaintext = request.headers.get("Authorization", "").partition(" ")
+            token = authenticate_api_token(plaintext=plaintext.strip()) if scheme.lower() == "bearer" else None
+            if token is None:
+                return error(
+                    "invalid_token",
+                    "Send a valid API token as 'Authorization: Bearer <token>'.",
+                    401,
+                    WWW_Authenticate='Bearer realm="doorito"',
+                )
+            request.user = token.user
+            try:
+                return view(request, *args, **kwargs)
+            except UploadRejected as exc:
+                return error(exc.code, exc.message, exc.status)
+
+        return wrapper
+
+    return decorate
+
+
+@api_view("GET", "POST")
+def files(request: HttpRequest):
+    if request.method == "POST":
+        return _upload(request)
+    try:
+        size = min(int(request.GET.get("page_size", settings.FILE_UPLOAD_PAGE_SIZE)), MAX_PAGE_SIZE)
+        if size < 1:
+            raise ValueError
+    except ValueError:
+        return error("invalid_page_size", f"page_size must be between 1 and {MAX_PAGE_SIZE}.", 400)
+    paginator = Paginator(owned_uploads(owner=request.user), size)
+    try:
+        page = paginator.page(request.GET.get("page", 1))
+    except (EmptyPage, PageNotAnInteger):
+        return error("invalid_page", f"page must be between 1 and {paginator.num_pages}.", 400)
+    return JsonResponse(
+        {
+            "count": paginator.count,
+            "page": page.number,
+            "pages": paginator.num_pages,
+            "next_page": page.next_page_number() if page.has_next() else None,
+            "results": [file_json(u) for u in page.object_list],
+        }
+    )
+
+
+def _upload(request: HttpRequest):
+    # A chunked body (no Content-Length) is only readable straight from the server's input stream.
+    chunked = not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated")
+    stream = request.META["wsgi.input"] if chunked else request
+    upload = receive_upload(owner=request.user, meta=request.META, stream=stream, params=request.GET)
+    response = JsonResponse(file_json(upload), status=201)
+    response["Location"] = f"{request.path.rstrip('/')}/{upload.id}"
+    return response
+
+
+@api_view("GET", "DELETE")
+def file_detail(request: HttpRequest, file_id: uuid.UUID):
+    upload = get_owned_upload(owner=request.user, file_id=file_id)
+    if request.method == "DELETE":
+        delete_upload(upload=upload)
+        return HttpResponse(status=204)
+    return JsonResponse(file_json(upload))
+
+
+@api_view("GET")
+def file_download(request: HttpRequest, file_id: uuid.UUID):
+    upload, handle = open_for_download(owner=request.user, file_id=file_id)
+    response = FileResponse(
+        handle,
+        as_attachment=True,
+        filename=upload.original_filename,
+        content_type=upload.content_type or "application/octet-stream",
+    )
+    response["Content-Length"] = str(upload.size_bytes)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["X-Checksum-SHA256"] = upload.sha256
+    # RFC 9530 form of the same checksum, for clients that verify digests generically.
+    response["Repr-Digest"] = f"sha-256=:{base64.b64encode(bytes.fromhex(upload.sha256)).decode()}:"
+    response["Cache-Control"] = "private, no-store"
+    return response
