@@ -158,6 +158,8 @@ class Base(Configuration):
         "celery.backend_cleanup": {"queue": "default"},
         "portal.tasks.cleanup_expired_upload_files_task": {"queue": "default"},
         "portal.tasks.notify_expiring_files_task": {"queue": "default"},
+        "common.tasks.deliver_outbox_events_task": {"queue": "high"},
+        "common.tasks.cleanup_delivered_outbox_events_task": {"queue": "default"},
     }
     CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
     CELERY_BEAT_SCHEDULE: dict = {}
@@ -165,6 +167,62 @@ class Base(Configuration):
     # --- Broker transport (common.broker) -----------------------------------
 
     # --- Outbox and webhooks (common) ----------------------------------------
+    # Seconds to wait before retry n (after attempt n); after the last one the delivery is `failed`.
+    OUTBOX_RETRY_SCHEDULE = setting(EnvList, ["5", "300", "1800", "7200", "18000", "36000", "36000"])
+    OUTBOX_RETRY_JITTER = setting(EnvFloat, 0.2)  # each delay is scaled by a random factor in [1-j, 1+j]
+    WEBHOOK_CONNECT_TIMEOUT = setting(EnvFloat, 5.0)
+    WEBHOOK_READ_TIMEOUT = setting(EnvFloat, 15.0)
+    WEBHOOK_RESPONSE_BODY_LIMIT = setting(EnvInt, 4096)  # bytes of the response kept in the attempt log
+    # A claimed delivery is redelivered (same webhook-id) if its dispatcher has not finished within this.
+    OUTBOX_LEASE_SECONDS = setting(EnvInt, 60)
+    OUTBOX_BATCH_SIZE = setting(EnvInt, 500)  # deliveries per deliver_outbox_events_task run
+    OUTBOX_DELIVERY_CONCURRENCY = setting(EnvInt, 8)  # parallel HTTP requests per dispatcher
+    OUTBOX_DELIVER_SOFT_TIME_LIMIT = setting(EnvInt, 120)
+    OUTBOX_SWEEP_INTERVAL_SECONDS = setting(EnvInt, 60)
+    OUTBOX_CLEANUP_INTERVAL_SECONDS = setting(EnvInt, 3600)
+    OUTBOX_RETENTION_HOURS = setting(EnvInt, 168)
+    WEBHOOK_DISABLE_AFTER_SECONDS = setting(EnvInt, 5 * 24 * 3600)  # failing this long disables an endpoint
+    WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = setting(EnvInt, 24 * 3600)
+    # CIDRs exempt from the SSRF guard (loopback, private, link-local... are refused otherwise).
+    WEBHOOK_ALLOWED_NETWORKS = setting(EnvList, [])
+
+    @classmethod
+    def _setup_outbox(cls) -> None:
+        """Validate the outbox settings and add its beat entries."""
+        import ipaddress
+
+        try:
+            cls.OUTBOX_RETRY_SCHEDULE = [int(step) for step in cls.OUTBOX_RETRY_SCHEDULE]
+            if not cls.OUTBOX_RETRY_SCHEDULE or min(cls.OUTBOX_RETRY_SCHEDULE) < 1:
+                raise ValueError("need at least one step, each >= 1")
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"OUTBOX_RETRY_SCHEDULE: seconds, e.g. 5,300,1800: {exc}") from None
+        for network in cls.WEBHOOK_ALLOWED_NETWORKS:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
+        if not 0 <= cls.OUTBOX_RETRY_JITTER < 1:
+            raise ImproperlyConfigured(f"OUTBOX_RETRY_JITTER: must be in [0, 1), got {cls.OUTBOX_RETRY_JITTER}")
+        if cls.OUTBOX_LEASE_SECONDS <= cls.WEBHOOK_CONNECT_TIMEOUT + cls.WEBHOOK_READ_TIMEOUT:
+            raise ImproperlyConfigured(
+                "OUTBOX_LEASE_SECONDS must exceed WEBHOOK_CONNECT_TIMEOUT + WEBHOOK_READ_TIMEOUT "
+                f"({cls.OUTBOX_LEASE_SECONDS} <= {cls.WEBHOOK_CONNECT_TIMEOUT} + {cls.WEBHOOK_READ_TIMEOUT})"
+            )
+        cls.CELERY_BEAT_SCHEDULE = {
+            **cls.CELERY_BEAT_SCHEDULE,
+            "outbox-sweep": {
+                "task": "common.tasks.deliver_outbox_events_task",
+                "schedule": float(cls.OUTBOX_SWEEP_INTERVAL_SECONDS),
+                "options": {"queue": "high"},
+            },
+            "outbox-cleanup": {
+                "task": "common.tasks.cleanup_delivered_outbox_events_task",
+                "schedule": float(cls.OUTBOX_CLEANUP_INTERVAL_SECONDS),
+                "options": {"queue": "default"},
+            },
+        }
+
 
     # --- Portal uploads (portal) ---------------------------------------------
     # Uploads live under MEDIA_ROOT/uploads, which no URL serves: downloads go through the API.
@@ -235,6 +293,7 @@ class Base(Configuration):
     def setup(cls):
         super().setup()
         cls.DATABASES = {"default": cls._database()}
+        cls._setup_outbox()
         if not cls.CELERY_BROKER_URL:
             cls.CELERY_BROKER_URL = broker_url_for(cls.DATABASES["default"])
         cls._portal_setup()
@@ -266,11 +325,13 @@ class Dev(Base):
     DOTENV = BASE_DIR / ".env" if (BASE_DIR / ".env").exists() else None
     DEBUG = EnvBool(True)
     CELERY_TASK_ALWAYS_EAGER = setting(EnvBool, True)
+    WEBHOOK_ALLOWED_NETWORKS = setting(EnvList, ["127.0.0.0/8", "::1/128"])  # local receivers
 
 
 class Test(Base):
     SECRET_KEY = Env("test-secret-key")
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    WEBHOOK_ALLOWED_NETWORKS = setting(EnvList, ["127.0.0.0/8", "::1/128"])  # local receivers
 
 
 class Prod(Base):

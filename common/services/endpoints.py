@@ -1,0 +1,69 @@
+"""Webhook endpoint lifecycle: create, rotate the secret, disable, re-enable."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from common.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from common.services.event_matching import validate_event_type_pattern
+from common.services.network_guard import check_url
+from common.services.signing import generate_secret
+
+
+def create_endpoint(*, url: str, event_types: list[str] | None = None, description: str = "") -> WebhookEndpoint:
+    """Create an active endpoint with a fresh `whsec_` secret, after checking the URL and patterns."""
+    check_url(url=url)
+    for pattern in event_types or []:
+        validate_event_type_pattern(pattern=pattern)
+    return WebhookEndpoint.objects.create(
+        url=url, event_types=list(event_types or []), description=description, secret=generate_secret()
+    )
+
+
+def rotate_secret(*, endpoint_id: int, grace_seconds: int | None = None) -> WebhookEndpoint:
+    """Give the endpoint a new secret; the old one keeps signing too until the grace period ends."""
+    grace = settings.WEBHOOK_SECRET_ROTATION_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
+        endpoint.previous_secret = endpoint.secret
+        endpoint.previous_secret_expires_at = timezone.now() + timedelta(seconds=grace)
+        endpoint.secret = generate_secret()
+        endpoint.save(update_fields=["secret", "previous_secret", "previous_secret_expires_at", "updated_at"])
+    return endpoint
+
+
+def signing_secrets(*, endpoint: WebhookEndpoint) -> list[str]:
+    """The secrets to sign with now: the current one, plus the previous one inside its grace period."""
+    secrets_ = [endpoint.secret]
+    expires = endpoint.previous_secret_expires_at
+    if endpoint.previous_secret and expires and expires > timezone.now():
+        secrets_.append(endpoint.previous_secret)
+    return secrets_
+
+
+def disable_endpoint(*, endpoint_id: int, reason: str) -> int:
+    """Deactivate the endpoint with `reason`; its waiting deliveries become `failed` (replayable); returns how many."""
+    now = timezone.now()
+    with transaction.atomic():
+        updated = WebhookEndpoint.objects.filter(pk=endpoint_id, is_active=True).update(
+            is_active=False, disabled_reason=reason[:500], disabled_at=now, updated_at=now
+        )
+        if not updated:
+            return 0
+        # Leased (in-flight) deliveries are left to their dispatcher, which records the outcome.
+        return WebhookDelivery.objects.filter(
+            endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, leased_until__isnull=True
+        ).update(status=DeliveryStatus.FAILED, last_error=f"endpoint disabled: {reason}"[:2000])
+
+
+def reenable_endpoint(*, endpoint_id: int) -> WebhookEndpoint:
+    """Activate the endpoint again and clear its failure state; replay failed deliveries separately."""
+    now = timezone.now()
+    WebhookEndpoint.objects.filter(pk=endpoint_id).update(
+        is_active=True, disabled_reason="", disabled_at=None, failing_since=None, updated_at=now
+    )
+    return WebhookEndpoint.objects.get(pk=endpoint_id)
