@@ -1,0 +1,125 @@
+"""The JSON API through Django's test client: auth, metadata, pagination, deletion, download headers, 410."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.utils import timezone
+
+from portal.models import ApiToken, UploadFile
+from tests.portal.conftest import events, files_on_disk
+
+pytestmark = pytest.mark.django_db
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+
+
+def auth(token):
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def upload(client, token, name="a.txt", data=b"hello world\n", **extra):
+    return client.post(
+        "/api/files" + extra.pop("query", ""), {"file": SimpleUploadedFile(name, data), **extra}, **auth(token)
+    )
+
+
+def test_upload_detail_list_download_delete(client, make_user, media_root):
+    _, token = make_user("alice")
+    data = b"hello world\n" * 1000
+    response = upload(client, token, name="report.txt", data=data, sha256=hashlib.sha256(data).hexdigest())
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["name"] == "report.txt" and body["size"] == len(data) and body["status"] == "stored"
+    assert body["sha256"] == hashlib.sha256(data).hexdigest() and body["content_type"] == "text/plain"
+    row = UploadFile.objects.get(pk=body["id"])
+    assert row.expires_at == row.created_at + timedelta(hours=24)
+    assert body["expires_at"] == row.expires_at.isoformat()
+    # Stored under a server-generated name; nothing left in staging.
+    assert files_on_disk(media_root) == [media_root / "uploads" / row.storage_name]
+    (stored,) = events("file.stored")
+    assert stored.payload == {
+        "id": body["id"],
+        "name": "report.txt",
+        "type": "text/plain",
+        "size": len(data),
+        "sha256": body["sha256"],
+        "expires_at": body["expires_at"],
+    }
+
+    assert client.get(f"/api/files/{body['id']}", **auth(token)).json() == body
+    listing = client.get("/api/files", **auth(token)).json()
+    assert listing["count"] == 1 and listing["results"] == [body]
+
+    download = client.get(f"/api/files/{body['id']}/download", **auth(token))
+    assert download.status_code == 200
+    assert b"".join(download.streaming_content) == data
+    assert download["Content-Disposition"] == 'attachment; filename="report.txt"'
+    assert download["X-Content-Type-Options"] == "nosniff"
+    assert download["X-Checksum-SHA256"] == body["sha256"]
+
+    assert client.delete(f"/api/files/{body['id']}", **auth(token)).status_code == 204
+    assert client.get(f"/api/files/{body['id']}", **auth(token)).status_code == 404
+    assert files_on_disk(media_root) == []
+    (deleted,) = events("file.deleted")
+    assert deleted.payload["id"] == body["id"]
+
+
+def test_ttl_shorter_and_longer_within_max_and_bad_ttl(client, make_user, media_root, settings):
+    settings.FILE_UPLOAD_MAX_TTL_HOURS = 48
+    _, token = make_user("alice")
+    short = upload(client, token, ttl_hours="2").json()
+    long = upload(client, token, query="?ttl_hours=48").json()
+    for body, hours in ((short, 2), (long, 48)):
+        row = UploadFile.objects.get(pk=body["id"])
+        assert row.expires_at - row.created_at == timedelta(hours=hours)
+    for bad in ("49", "0", "-1", "abc", "1.5"):
+        response = upload(client, token, ttl_hours=bad)
+        assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_ttl", bad
+    assert UploadFile.objects.count() == 2 and len(files_on_disk(media_root)) == 2
+
+
+def test_pagination(client, make_user, media_root, settings):
+    settings.FILE_UPLOAD_PAGE_SIZE = 2
+    _, token = make_user("alice")
+    ids = [upload(client, token, name=f"{i}.txt").json()["id"] for i in range(5)]
+    pages = [client.get(f"/api/files?page={n}", **auth(token)).json() for n in (1, 2, 3)]
+    assert [p["next_page"] for p in pages] == [2, 3, None]
+    assert sorted(r["id"] for p in pages for r in p["results"]) == sorted(ids)
+    assert client.get("/api/files?page=4", **auth(token)).json()["error"]["code"] == "invalid_page"
+    assert client.get("/api/files?page_size=0", **auth(token)).json()["error"]["code"] == "invalid_page_size"
+
+
+def test_expired_file_is_gone_before_cleanup(client, make_user, media_root):
+    _, token = make_user("alice")
+    body = upload(client, token, data=PNG, name="a.png").json()
+    UploadFile.objects.filter(pk=body["id"]).update(expires_at=timezone.now() - timedelta(seconds=1))
+    response = client.get(f"/api/files/{body['id']}/download", **auth(token))
+    assert response.status_code == 410 and response.json()["error"]["code"] == "file_expired"
+    assert client.get(f"/api/files/{body['id']}", **auth(token)).json()["status"] == "expired"
+
+
+def test_tokens_missing_bad_revoked_and_management_command(client, make_user, media_root, capsys):
+    user, token = make_user("alice")
+    for headers in ({}, auth("dt_nope"), auth(token + "x"), {"HTTP_AUTHORIZATION": f"Token {token}"}):
+        response = client.get("/api/files", **headers)
+        assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_token"
+    assert client.get("/api/files", **auth(token)).status_code == 200
+
+    # Stored hashed: the plaintext is nowhere in the table.
+    stored = ApiToken.objects.get(user=user)
+    assert (
+        token not in (stored.token_hash, stored.prefix)
+        and stored.token_hash == hashlib.sha256(token.encode()).hexdigest()
+    )
+
+    call_command("portal_token", "create", "alice", "--name", "ci")
+    created = capsys.readouterr().out.strip()
+    assert client.get("/api/files", **auth(created)).status_code == 200
+    call_command("portal_token", "revoke", created[:9])
+    assert client.get("/api/files", **auth(created)).status_code == 401
+    assert client.get("/api/files", **auth(token)).status_code == 200
