@@ -146,7 +146,6 @@ def guarded_session(*, pool_size: int) -> requests.Session:
     """Return a Session that reuses connections, ignores proxy variables and connects only through the guard."""
     session = requests.Session()
     session.trust_env = False  # an HTTP(S)_PROXY in the environment would bypass the guard
-    session.max_redirects = 0
     adapter = GuardedHTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     session.mount("http://", adapter)
     session.mount("https://", adapter)

@@ -88,3 +88,19 @@ def nudge_delivery() -> None:
     if connection.in_atomic_block and any(func is _send_deliver_task for _, func, _ in connection.run_on_commit):
         return
     transaction.on_commit(_send_deliver_task, robust=True)
+
+
+def send_test_event(*, endpoint_id: int) -> OutboxEvent:
+    """Emit a `webhook.test` event delivered to this one endpoint only (active or not is checked by delivery)."""
+    with transaction.atomic():
+        endpoint = WebhookEndpoint.objects.get(pk=endpoint_id)
+        event = OutboxEvent.objects.create(
+            event_type="webhook.test",
+            aggregate_type="webhook_endpoint",
+            aggregate_id=str(endpoint.id),
+            payload={"endpoint_id": endpoint.id, "message": "Test event sent from the Doorito admin."},
+            idempotency_key=f"test-{uuid.uuid4()}",
+        )
+        WebhookDelivery.objects.create(event=event, endpoint=endpoint, next_attempt_at=timezone.now())
+        nudge_delivery()
+    return event

@@ -23,8 +23,9 @@ def next_delay(*, attempts_made: int, retry_after: float | None = None) -> float
     jitter = settings.OUTBOX_RETRY_JITTER
     delay = schedule[attempts_made - 1] * random.uniform(1 - jitter, 1 + jitter)
     if retry_after is not None:
-        # Honour the receiver's Retry-After, but never park a delivery longer than our longest step.
-        delay = max(delay, min(retry_after, float(max(schedule))))
+        # Honour the receiver's Retry-After, but a hostile or buggy value (days) must not park a
+        # delivery beyond our own longest step (or an hour, whichever is longer).
+        delay = max(delay, min(retry_after, float(max(*schedule, 3600))))
     return delay
 
 
