@@ -95,6 +95,7 @@ class Base(Configuration):
         "django_celery_beat",
         "common",
         "common.broker",
+        "common.monitoring",
         "portal",
     ]
     MIDDLEWARE = [
@@ -132,7 +133,8 @@ class Base(Configuration):
     # --- Celery (namespace CELERY_) ------------------------------------------
     # Unset means: the same PostgreSQL database as DATABASE_URL (kombu_message table).
     CELERY_BROKER_URL = setting(Env, None)
-    CELERY_RESULT_BACKEND = setting(Env, "django-db")
+    # django-celery-results' database backend, with a batched cleanup (common.monitoring).
+    CELERY_RESULT_BACKEND = setting(Env, "common.monitoring.result_backend:BatchedCleanupDatabaseBackend")
     CELERY_TASK_ALWAYS_EAGER = setting(EnvBool, False)
     CELERY_TASK_EAGER_PROPAGATES = True
     CELERY_TASK_TIME_LIMIT = setting(EnvInt, 300)
@@ -280,6 +282,43 @@ class Base(Configuration):
 
 
     # --- Operations (common.monitoring) --------------------------------------
+    # A standby beat takes over at most this many seconds after the leader dies (even by kill -9
+    # or a vanished host: the leader's lock session uses TCP keepalives scaled to this).
+    BEAT_TAKEOVER_TIMEOUT = setting(EnvInt, 15)
+    # Workers refresh their heartbeat row, and beat its tick row, at most this often (seconds).
+    MONITORING_HEARTBEAT_INTERVAL = setting(EnvInt, 10)
+    WORKER_STALE_AFTER = setting(EnvInt, 60)  # seconds without a heartbeat before a worker counts as stale
+    BEAT_STALE_AFTER = setting(EnvInt, 60)  # seconds without a leader tick before beat counts as stale
+    MONITORING_RETENTION = setting(EnvInt, 7 * 86400)  # rows of stopped/vanished processes kept this long
+    QUEUE_AGE_ALARM = setting(EnvInt, 300)  # oldest ready message older than this (seconds) raises an alarm
+    LOG_FORMAT = setting(Env, "text")  # "text" (human-readable) or "json" (one object per line)
+    RESULT_CLEANUP_INTERVAL = setting(EnvInt, 3600)  # seconds between beat-scheduled celery.backend_cleanup
+    RESULT_CLEANUP_BATCH_SIZE = setting(EnvInt, 1000)  # results deleted per transaction
+
+    @classmethod
+    def _setup_operations(cls) -> None:
+        """Validate the operations settings, pick the log format and schedule batched result cleanup."""
+        if cls.LOG_FORMAT not in ("text", "json"):
+            raise ImproperlyConfigured(f'LOG_FORMAT: must be "text" or "json", got {cls.LOG_FORMAT!r}')
+        if cls.BEAT_TAKEOVER_TIMEOUT < 3:
+            raise ImproperlyConfigured(
+                f"BEAT_TAKEOVER_TIMEOUT: must be at least 3 seconds, got {cls.BEAT_TAKEOVER_TIMEOUT}"
+            )
+        if cls.LOG_FORMAT == "json":
+            cls.LOGGING = {
+                **cls.LOGGING,
+                "formatters": {"plain": {"()": "common.monitoring.json_log_formatter.JsonLogFormatter"}},
+            }
+        cls.CELERY_BEAT_SCHEDULE = {
+            **cls.CELERY_BEAT_SCHEDULE,
+            # Same name as django-celery-beat's default entry, so this interval replaces its daily crontab:
+            # frequent small cleanups keep every batch short.
+            "celery.backend_cleanup": {
+                "task": "celery.backend_cleanup",
+                "schedule": float(cls.RESULT_CLEANUP_INTERVAL),
+                "options": {"queue": "default", "expire_seconds": cls.RESULT_CLEANUP_INTERVAL},
+            },
+        }
 
     LOGGING = {
         "version": 1,
@@ -296,6 +335,7 @@ class Base(Configuration):
         cls._setup_outbox()
         if not cls.CELERY_BROKER_URL:
             cls.CELERY_BROKER_URL = broker_url_for(cls.DATABASES["default"])
+        cls._setup_operations()
         cls._portal_setup()
         if cls.CELERY_TASK_SOFT_TIME_LIMIT >= cls.CELERY_TASK_TIME_LIMIT:
             raise ImproperlyConfigured(

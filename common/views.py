@@ -14,9 +14,20 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Readiness: 200 when every dependency answers, 503 naming the one that did not."""
+    """Readiness: 503 naming the dependency (database, broker) that did not answer; else 200, "ok" or "degraded".
+
+    "degraded" (no live worker, or no beat leader ticking) stays 200 on purpose: web can
+    still serve, and a 503 would pull every web instance out of the load balancer,
+    turning a background problem into a full outage.
+    """
     report = check_readiness()
-    return JsonResponse(
-        {"status": "ok" if report["ok"] else "unavailable", "checks": report["checks"]},
-        status=200 if report["ok"] else 503,
-    )
+    if not report["ok"]:
+        status = "unavailable"
+    elif report["degraded"]:
+        status = "degraded"
+    else:
+        status = "ok"
+    body = {"status": status, "checks": report["checks"]}
+    if report["background"] is not None:
+        body["background"] = report["background"]
+    return JsonResponse(body, status=200 if report["ok"] else 503)

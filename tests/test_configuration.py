@@ -117,7 +117,8 @@ def test_broker_is_the_same_postgres_database():
     report = run_probe([], DATABASE_URL="postgresql://app:s%40cret@db.example.com:5433/appdb")[""]
     assert report["CELERY_BROKER_URL"] == repr("sqla+postgresql+psycopg://app:s%40cret@db.example.com:5433/appdb")
     assert settings.CELERY_BROKER_URL.startswith("sqla+postgresql+psycopg://")
-    assert settings.CELERY_RESULT_BACKEND == "django-db"
+    # django-celery-results' django-db backend, subclassed for a batched cleanup.
+    assert settings.CELERY_RESULT_BACKEND == "common.monitoring.result_backend:BatchedCleanupDatabaseBackend"
     assert settings.CELERY_BEAT_SCHEDULER == "django_celery_beat.schedulers:DatabaseScheduler"
 
 

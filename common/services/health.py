@@ -28,7 +28,12 @@ CHECKS = {"database": _check_database, "broker": _check_broker}
 
 
 def check_readiness() -> dict:
-    """Run every check; return {"ok": bool, "checks": {name: {"ok": bool, "error"?: str}}}, never raising."""
+    """Run every check; return {"ok", "degraded", "checks", "background"}, never raising.
+
+    "ok" covers what this process needs to serve (database, broker): false means 503.
+    "degraded" means the background is unwell (no live worker, stale beat) while this
+    process can still serve: reported, but it must not take web out of rotation.
+    """
     results = {}
     for name, check in CHECKS.items():
         try:
@@ -38,4 +43,21 @@ def check_readiness() -> dict:
             results[name] = {"ok": True}
         except Exception as exc:  # a readiness probe must report, not crash
             results[name] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
-    return {"ok": all(r["ok"] for r in results.values()), "checks": results}
+    ok = all(r["ok"] for r in results.values())
+    background = _check_background() if ok else None
+    return {
+        "ok": ok,
+        "degraded": bool(background) and not background["ok"],
+        "checks": results,
+        "background": background,
+    }
+
+
+def _check_background() -> dict | None:
+    from common.monitoring.services.status import background_health
+
+    try:
+        with transaction.atomic():
+            return background_health()
+    except Exception as exc:  # a readiness probe must report, not crash
+        return {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}

@@ -1,0 +1,243 @@
+"""Exactly one dispatching beat: a PostgreSQL session-level advisory lock held on a dedicated connection.
+
+Every beat started with this project's Celery app (whatever --scheduler it was
+given) is guarded: its scheduler's tick() only runs while this process holds the
+lock; otherwise it idles as a standby and retries every BEAT_TAKEOVER_TIMEOUT / 5.
+
+- The lock lives as long as the leader's database session. A leader killed with
+  -9 closes its socket and PostgreSQL frees the lock at once; a leader whose host
+  vanishes is dropped by the server's TCP keepalives, which we scale to the
+  takeover timeout.
+- Each slot's last_run_at is written *before* the message is published, by an
+  UPDATE on the lock connection that only matches while that session holds the
+  lock. So a beat that lost its lock cannot dispatch, and a new leader (which
+  reloads the schedule from the database on takeover) never dispatches a slot the
+  old one already sent. A crash between that write and the publish loses that one
+  slot rather than doubling it: at most once per slot.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import socket
+
+import psycopg
+from django.conf import settings
+from django.db import Error as DjangoDatabaseError
+from django.db import close_old_connections
+from django.db import connection as django_connection
+
+from boot.settings import database_url_for
+
+logger = logging.getLogger(__name__)
+
+# Two 32-bit keys ("door", "beat"): the two-key form shows up in pg_locks as classid/objid, objsubid = 2.
+LOCK_KEYS = (0x646F6F72, 0x62656174)
+_HOLDS_LOCK = (
+    "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s AND objid = %s "
+    "AND objsubid = 2 AND pid = pg_backend_pid() AND granted)"
+)
+
+# Fenced: matches only while this session holds the lock. (_HOLDS_LOCK is a constant, not input.)
+_PERSIST_SLOT = (
+    "UPDATE django_celery_beat_periodictask SET last_run_at = %s, total_run_count = %s "  # noqa: S608
+    f"WHERE id = %s AND {_HOLDS_LOCK}"
+)
+
+
+class LeadershipLost(Exception):
+    """The lock session is gone or no longer holds the lock: stop dispatching."""
+
+
+class BeatLeadership:
+    """The lock connection of one beat process, and the row that shows it on the status screen."""
+
+    def __init__(self, *, database_url: str, takeover_timeout: int) -> None:
+        self.database_url = database_url
+        self.takeover_timeout = takeover_timeout
+        self.poll_interval = max(1.0, takeover_timeout / 5)
+        self.hostname = socket.gethostname()
+        self.pid = os.getpid()
+        self.conn: psycopg.Connection | None = None
+        self.row_id: int | None = None
+        self.is_leader = False
+
+    # --- the lock connection ---------------------------------------------------
+    def _connect(self) -> psycopg.Connection:
+        t = self.takeover_timeout
+        conn = psycopg.connect(
+            self.database_url,
+            autocommit=True,
+            application_name="doorito-beat-leadership",
+            connect_timeout=max(2, t // 5),
+            # Client side: notice a dead server or network quickly instead of hanging a tick.
+            keepalives=1,
+            keepalives_idle=max(1, t // 3),
+            keepalives_interval=max(1, t // 6),
+            keepalives_count=2,
+            tcp_user_timeout=max(1000, t * 500),
+        )
+        # Server side: drop (and so unlock) the session of a leader whose host vanished within ~2/3 t.
+        conn.execute(f"SET tcp_keepalives_idle = {max(1, t // 3)}")
+        conn.execute(f"SET tcp_keepalives_interval = {max(1, t // 6)}")
+        conn.execute("SET tcp_keepalives_count = 2")
+        conn.execute(f"SET statement_timeout = {max(1000, t * 200)}")
+        return conn
+
+    def _close(self) -> None:
+        if self.conn is not None:
+            # Closing the session releases the lock; a broken connection is what we are discarding anyway.
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None
+
+    def _ensure_row(self) -> None:
+        if self.row_id is None:
+            self.row_id = self.conn.execute(
+                "INSERT INTO monitoring_beatinstance (hostname, pid, started_at, last_tick, is_leader) "
+                "VALUES (%s, %s, now(), now(), false) RETURNING id",
+                [self.hostname, self.pid],
+            ).fetchone()[0]
+            self.conn.execute(
+                "DELETE FROM monitoring_beatinstance WHERE last_tick < now() - make_interval(secs => %s)",
+                [settings.MONITORING_RETENTION],
+            )
+
+    def check(self) -> bool:
+        """Connect if needed, try to take the lock if we lack it, record the tick; True while we lead. Never raises."""
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = self._connect()
+                self.is_leader = False
+            self._ensure_row()
+            if not self.is_leader:
+                self.is_leader = self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEYS).fetchone()[0]
+            held = self.conn.execute(f"SELECT {_HOLDS_LOCK}", LOCK_KEYS).fetchone()[0]
+            self.conn.execute(
+                "UPDATE monitoring_beatinstance SET last_tick = now(), stopped_at = NULL, is_leader = %s, "
+                "leader_since = CASE WHEN %s THEN COALESCE(CASE WHEN is_leader THEN leader_since END, now()) END "
+                "WHERE id = %s",
+                [held, held, self.row_id],
+            )
+            self.is_leader = bool(held)
+        except psycopg.Error as exc:
+            if self.is_leader or self.conn is not None:
+                logger.warning(
+                    "beat lock connection failed, not dispatching: %s",
+                    str(exc).strip(),
+                    extra={"event": "beat.lock_connection_failed", "error": str(exc).strip()},
+                )
+            self.is_leader = False
+            self._close()
+        return self.is_leader
+
+    def persist_slot(self, *, task_pk: int, last_run_at, total_run_count: int) -> None:
+        """Write a slot's last_run_at, only while this session holds the lock; raise LeadershipLost otherwise."""
+        if self.conn is None:
+            raise LeadershipLost("no lock connection")
+        try:
+            cursor = self.conn.execute(
+                _PERSIST_SLOT,
+                [last_run_at, total_run_count, task_pk, *LOCK_KEYS],
+            )
+            if cursor.rowcount == 1:
+                return
+            still_leader = self.conn.execute(f"SELECT {_HOLDS_LOCK}", LOCK_KEYS).fetchone()[0]
+        except psycopg.Error as exc:
+            raise LeadershipLost(str(exc).strip()) from exc
+        if not still_leader:
+            raise LeadershipLost("lock no longer held")
+        # Still leader, so the row itself is gone (deleted in the admin): skip the slot, keep leading.
+        raise LookupError(f"periodic task {task_pk} no longer exists")
+
+    def resign(self, *, stopping: bool = False) -> None:
+        """Give up the lock (closing its session); when stopping, also mark this beat stopped."""
+        try:
+            if stopping and self.conn is not None and not self.conn.closed and self.row_id is not None:
+                self.conn.execute(
+                    "UPDATE monitoring_beatinstance SET is_leader = false, stopped_at = now() WHERE id = %s",
+                    [self.row_id],
+                )
+        except psycopg.Error:
+            pass
+        self.is_leader = False
+        self._close()
+
+
+def install_beat_leadership(*, service) -> BeatLeadership:
+    """Make `service` (a celery.beat.Service) dispatch only while it holds the beat lock."""
+    from django_celery_beat.schedulers import DatabaseScheduler
+
+    scheduler = service.scheduler
+    leadership = BeatLeadership(
+        database_url=database_url_for(django_connection.settings_dict),
+        takeover_timeout=settings.BEAT_TAKEOVER_TIMEOUT,
+    )
+    original_tick, original_reserve = scheduler.tick, scheduler.reserve
+    is_database_scheduler = isinstance(scheduler, DatabaseScheduler)
+
+    def forget_schedule() -> None:
+        # Whatever this process believed about last runs is stale: the database is the truth.
+        if is_database_scheduler:
+            scheduler._dirty.clear()
+            scheduler._initial_read = True
+        scheduler._heap = None
+
+    def reserve(entry):
+        new_entry = original_reserve(entry)
+        model = getattr(new_entry, "model", None)
+        if model is not None:
+            try:
+                leadership.persist_slot(
+                    task_pk=model.pk, last_run_at=model.last_run_at, total_run_count=model.total_run_count
+                )
+            except LookupError:
+                forget_schedule()
+                raise
+            if is_database_scheduler:
+                # Already written, fenced by the lock. Dropping it from the dirty set keeps a deposed
+                # leader's periodic sync() from writing an older last_run_at over the new leader's.
+                scheduler._dirty.discard(new_entry.name)
+        return new_entry
+
+    def tick(*args, **kwargs):
+        was_leader = leadership.is_leader
+        if not leadership.check():
+            if was_leader:
+                logger.warning("beat lost leadership; standing by", extra={"event": "beat.leadership_lost"})
+                forget_schedule()
+            return leadership.poll_interval
+        if not was_leader:
+            logger.info(
+                "beat is leader (pid %s); dispatching",
+                leadership.pid,
+                extra={"event": "beat.leadership_acquired", "pid": leadership.pid},
+            )
+            forget_schedule()
+        try:
+            interval = original_tick(*args, **kwargs)
+        except LookupError:
+            return 0
+        except (LeadershipLost, DjangoDatabaseError) as exc:
+            logger.warning(
+                "beat stopped dispatching: %s", exc, extra={"event": "beat.leadership_lost", "error": str(exc)}
+            )
+            leadership.resign()
+            forget_schedule()
+            close_old_connections()
+            return leadership.poll_interval
+        # Re-check the lock at least every poll interval, even when nothing is due for longer.
+        return min(interval, leadership.poll_interval)
+
+    scheduler.tick = tick
+    scheduler.reserve = reserve
+    atexit.register(leadership.resign, stopping=True)
+    logger.info(
+        "beat leadership guard installed (takeover within %ss)",
+        settings.BEAT_TAKEOVER_TIMEOUT,
+        extra={"event": "beat.standby", "pid": leadership.pid},
+    )
+    return leadership
