@@ -1,19 +1,14 @@
-"""Portal fixtures: a private media root, users with API tokens, and a real gunicorn server."""
+"""Portal fixtures: a private media root and users with API tokens."""
 
 from __future__ import annotations
 
-import socket
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 from django.contrib.auth import get_user_model
 
 from common.models import OutboxEvent
 from portal.services.tokens import create_api_token
-from tests.processes import ManagedProcess, process_env
 
 
 @pytest.fixture
@@ -48,57 +43,3 @@ def make_user(db):
         return user, create_api_token(user=user, name="test").plaintext
 
     return make
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **env: str) -> tuple[ManagedProcess, str]:
-    """Start `gunicorn boot.wsgi` (one sync worker, Test configuration) and wait until it answers."""
-    port = free_port()
-    args = [
-        str(Path(sys.executable).parent / "gunicorn"),
-        "boot.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-        "--timeout",
-        "600",
-    ]
-    proc = ManagedProcess(
-        name,
-        args,
-        env=process_env(database_url, DJANGO_MEDIA_ROOT=str(media), **env),
-        log_dir=log_dir,
-        cwd=log_dir,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return proc, base
-        except requests.ConnectionError:
-            pass
-        if proc.popen.poll() is not None or time.monotonic() > deadline:
-            proc.stop()
-            raise AssertionError(f"gunicorn did not start:\n{proc.output()[-3000:]}")
-        time.sleep(0.2)
-
-
-def worker_pid(master_pid: int) -> int:
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
-    assert len(children) == 1, children
-    return int(children[0])
-
-
-def peak_rss_bytes(pid: int) -> int:
-    """VmHWM: the process's peak resident memory so far."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")

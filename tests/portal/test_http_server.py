@@ -12,7 +12,8 @@ import pytest
 import requests
 
 from portal.models import UploadFile
-from tests.portal.conftest import events, files_on_disk, start_gunicorn
+from tests.portal.conftest import events, files_on_disk
+from tests.portal.server import start_gunicorn
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
