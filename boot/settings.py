@@ -158,6 +158,7 @@ class Base(Configuration):
     # Anything not listed goes to CELERY_TASK_DEFAULT_QUEUE ("default").
     CELERY_TASK_ROUTES = {
         "celery.backend_cleanup": {"queue": "default"},
+        "common.broker.tasks.cleanup_broker_messages_task": {"queue": "default"},
         "portal.tasks.cleanup_expired_upload_files_task": {"queue": "default"},
         "portal.tasks.notify_expiring_files_task": {"queue": "default"},
         "common.tasks.deliver_outbox_events_task": {"queue": "high"},
@@ -167,6 +168,58 @@ class Base(Configuration):
     CELERY_BEAT_SCHEDULE: dict = {}
 
     # --- Broker transport (common.broker) -----------------------------------
+    # Which kombu transport class serves sqla+postgresql+psycopg:// broker URLs.
+    # kombu.transport.sqlalchemy:Transport is the stock one (kept for comparisons).
+    BROKER_TRANSPORT = setting(Env, "common.broker.transport:Transport")
+    # Seconds an unacked (in-flight) message stays invisible without its consumer renewing
+    # its lease before it is delivered again: must exceed CELERY_TASK_TIME_LIMIT.
+    # Unset means: CELERY_TASK_TIME_LIMIT + 60.
+    BROKER_VISIBILITY_TIMEOUT = setting(EnvInt, None)
+    # Fallback poll (seconds) when no NOTIFY arrives; wake-ups normally come by LISTEN/NOTIFY.
+    BROKER_POLLING_INTERVAL = setting(EnvFloat, 5.0)
+    # Most messages one claim round trip takes (never more than the worker's free prefetch slots).
+    BROKER_CLAIM_BATCH = setting(EnvInt, 4)
+    # Seconds between runs of common.broker.tasks.cleanup_broker_messages_task.
+    BROKER_CLEANUP_INTERVAL = setting(EnvInt, 3600)
+    # Doorito's tasks ack after they run (at-least-once): see docs/tasks.md "Acknowledgement".
+    CELERY_TASK_ACKS_LATE = True
+
+    @classmethod
+    def _setup_broker(cls):
+        """Select the broker transport for sqla+ URLs and pass it its options."""
+        if cls.BROKER_VISIBILITY_TIMEOUT is None:
+            cls.BROKER_VISIBILITY_TIMEOUT = cls.CELERY_TASK_TIME_LIMIT + 60
+        if cls.BROKER_VISIBILITY_TIMEOUT <= cls.CELERY_TASK_TIME_LIMIT:
+            raise ImproperlyConfigured(
+                "BROKER_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, or running tasks get delivered "
+                f"twice ({cls.BROKER_VISIBILITY_TIMEOUT} <= {cls.CELERY_TASK_TIME_LIMIT})"
+            )
+        if cls.BROKER_POLLING_INTERVAL <= 0:
+            raise ImproperlyConfigured(f"BROKER_POLLING_INTERVAL: must be > 0, got {cls.BROKER_POLLING_INTERVAL}")
+        if ":" not in cls.BROKER_TRANSPORT:
+            raise ImproperlyConfigured(
+                f"BROKER_TRANSPORT: a class path like common.broker.transport:Transport, got {cls.BROKER_TRANSPORT!r}"
+            )
+        if cls.CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy+")):
+            import kombu.transport
+
+            # The URL keeps kombu's sqla+ form; the alias decides which class serves it.
+            kombu.transport.TRANSPORT_ALIASES["sqla"] = cls.BROKER_TRANSPORT
+            kombu.transport.TRANSPORT_ALIASES["sqlalchemy"] = cls.BROKER_TRANSPORT
+            if cls.BROKER_TRANSPORT == "common.broker.transport:Transport":
+                cls.CELERY_BROKER_TRANSPORT_OPTIONS = {
+                    "visibility_timeout": cls.BROKER_VISIBILITY_TIMEOUT,
+                    "polling_interval": cls.BROKER_POLLING_INTERVAL,
+                    "claim_batch": cls.BROKER_CLAIM_BATCH,
+                }
+        cls.CELERY_BEAT_SCHEDULE = {
+            **cls.CELERY_BEAT_SCHEDULE,
+            "broker-cleanup": {
+                "task": "common.broker.tasks.cleanup_broker_messages_task",
+                "schedule": float(cls.BROKER_CLEANUP_INTERVAL),
+                "options": {"queue": "default"},
+            },
+        }
 
     # --- Outbox and webhooks (common) ----------------------------------------
     # Seconds to wait before retry n (after attempt n); after the last one the delivery is `failed`.
@@ -335,8 +388,9 @@ class Base(Configuration):
         cls._setup_outbox()
         if not cls.CELERY_BROKER_URL:
             cls.CELERY_BROKER_URL = broker_url_for(cls.DATABASES["default"])
-        cls._setup_operations()
+        cls._setup_broker()
         cls._portal_setup()
+        cls._setup_operations()
         if cls.CELERY_TASK_SOFT_TIME_LIMIT >= cls.CELERY_TASK_TIME_LIMIT:
             raise ImproperlyConfigured(
                 "CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT "

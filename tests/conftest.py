@@ -10,6 +10,7 @@ from kombu.transport.sqlalchemy import Channel as SqlaChannel
 
 from boot.celery import app as celery_app
 from boot.settings import broker_url_for, database_url_for
+from common.broker.transport import dispose_engines as dispose_broker_engines
 from tests.processes import ManagedProcess, celery_command, process_env
 
 _names = itertools.count(1)
@@ -30,6 +31,8 @@ def test_database_url(django_db_setup, django_db_blocker):
         celery_app.pool.force_close_all()
     for engine, _session in SqlaChannel._engines.values():
         engine.dispose()
+    # Our transport keeps its own engines (one per process); the stock cache above does not hold them.
+    dispose_broker_engines()
 
 
 @pytest.fixture

@@ -1,0 +1,15 @@
+"""Delete rows the stock kombu transport consumed; make expired in-flight rows deliverable again."""
+
+from django.core.management.base import BaseCommand
+
+from common.broker.services.cleanup import cleanup_broker_messages
+
+
+class Command(BaseCommand):
+    help = "Clean kombu_message: delete stale rows left by the stock transport, restore expired leases."
+
+    def handle(self, *args, **options):
+        result = cleanup_broker_messages()
+        self.stdout.write(
+            f"deleted {result.stale_deleted} stale row(s), restored {result.expired_restored} expired row(s)"
+        )

@@ -1,0 +1,40 @@
+"""Read-only views of the broker tables: per-queue counts and ages."""
+
+from __future__ import annotations
+
+from django.db import connection
+
+QUEUE_STATS = """
+SELECT q.name,
+       count(m.id) FILTER (WHERE m.visible),
+       count(m.id) FILTER (WHERE NOT m.visible AND m.version = -1),
+       extract(epoch FROM (now() AT TIME ZONE 'UTC') - min(m.timestamp) FILTER (WHERE m.visible))
+FROM kombu_queue q LEFT JOIN kombu_message m ON m.queue_id = q.id
+GROUP BY q.name ORDER BY q.name
+"""
+
+STALE_ROWS = "SELECT count(*) FROM kombu_message WHERE NOT visible AND version >= 0"
+
+
+def queue_stats() -> list[dict]:
+    """One dict per queue: ready and claimed (in-flight) counts and the oldest ready message's age in seconds."""
+    with connection.cursor() as cursor:
+        cursor.execute(QUEUE_STATS)
+        rows = cursor.fetchall()
+    return [
+        {
+            "queue": name,
+            "ready": ready,
+            "claimed": claimed,
+            # Rows published by the stock transport carry no timestamp until claimed: age unknown.
+            "oldest_ready_age_seconds": max(0.0, float(age)) if age is not None else None,
+        }
+        for name, ready, claimed, age in rows
+    ]
+
+
+def stale_row_count() -> int:
+    """How many consumed rows the stock kombu transport left behind (they are never delivered again)."""
+    with connection.cursor() as cursor:
+        cursor.execute(STALE_ROWS)
+        return cursor.fetchone()[0]

@@ -1,0 +1,12 @@
+"""Celery tasks of the broker app. Thin wrappers: the logic lives in common.broker.services."""
+
+from celery import shared_task
+
+from common.broker.services.cleanup import cleanup_broker_messages
+
+
+@shared_task(name="common.broker.tasks.cleanup_broker_messages_task")
+def cleanup_broker_messages_task() -> dict:
+    """Delete stale stock-transport rows and restore expired in-flight rows; returns both counts."""
+    result = cleanup_broker_messages()
+    return {"stale_deleted": result.stale_deleted, "expired_restored": result.expired_restored}

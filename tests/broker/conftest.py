@@ -1,0 +1,61 @@
+"""Fixtures for the broker tests: a runs table the test tasks write to, and workers that load them."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.db import connection
+
+from tests.broker.tasks import RUNS_TABLE
+from tests.processes import celery_command
+
+_names = itertools.count(1)
+
+
+@pytest.fixture
+def runs(clean_broker):
+    """Access to broker_test_runs: counts per token and kind."""
+    with connection.cursor() as cursor:
+        cursor.execute(RUNS_TABLE)
+        cursor.execute("TRUNCATE broker_test_runs")
+
+    class Runs:
+        @staticmethod
+        def counts(kind: str = "run") -> dict[str, int]:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT token, count(*) FROM broker_test_runs WHERE kind = %s GROUP BY token", [kind])
+                return dict(cursor.fetchall())
+
+        @staticmethod
+        def total(kind: str = "run") -> int:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*) FROM broker_test_runs WHERE kind = %s", [kind])
+                return cursor.fetchone()[0]
+
+    yield Runs
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE broker_test_runs")
+
+
+@pytest.fixture
+def start_test_worker(start_process, runs):
+    """Factory: a real worker that also imports tests.broker.tasks; waits until it is ready."""
+
+    def start(*extra: str, concurrency: int = 2, **env: str):
+        name = f"brokerworker{next(_names)}"
+        args = celery_command(
+            "-I", "tests.broker.tasks", "worker", "-Q", "high,default", "-n", f"{name}@%h",
+            "-c", str(concurrency), "--loglevel", "INFO", *extra,
+        )  # fmt: skip
+        proc = start_process(name, args, **env)
+        proc.wait_for_output(r"ready\.", timeout=90)
+        return proc
+
+    return start
+
+
+def message_rows() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM kombu_message")
+        return cursor.fetchone()[0]

@@ -1,0 +1,47 @@
+"""Test-only tasks, loaded into test workers with `celery -A boot -I tests.broker.tasks worker`.
+
+Each run writes a row to broker_test_runs through the worker's Django connection,
+so a test can count exactly how often every task ran.
+"""
+
+import os
+import time
+
+from celery import shared_task
+from django.db import connection
+
+RUNS_TABLE = "CREATE TABLE IF NOT EXISTS broker_test_runs (token text NOT NULL, kind text NOT NULL, pid int NOT NULL)"
+
+
+def _record(token: str, kind: str = "run") -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO broker_test_runs (token, kind, pid) VALUES (%s, %s, %s)", [token, kind, os.getpid()]
+        )
+
+
+@shared_task(name="tests.broker.tasks.record", ignore_result=True)
+def record(token: str) -> None:
+    """Record one run of `token`."""
+    _record(token)
+
+
+@shared_task(name="tests.broker.tasks.spawn", ignore_result=True)
+def spawn(token: str, depth: int) -> None:
+    """Record a run, then publish two children from inside the worker child (a tree of 2**(depth+1)-1 runs)."""
+    _record(token)
+    if depth > 0:
+        for branch in ("a", "b"):
+            spawn.delay(f"{token}.{branch}", depth - 1)
+
+
+@shared_task(name="tests.broker.tasks.slow_once", ignore_result=True, acks_late=True)
+def slow_once(token: str, seconds: float) -> None:
+    """Record a start; the first run then sleeps `seconds` (long enough to be killed); every run records done."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM broker_test_runs WHERE token = %s AND kind = 'start'", [token])
+        first = cursor.fetchone()[0] == 0
+    _record(token, "start")
+    if first:
+        time.sleep(seconds)
+    _record(token, "done")

@@ -1,0 +1,283 @@
+"""The transport against the real test database, in process: options, claiming, acks, interop, services."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.db import connection, transaction
+from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu.transport.sqlalchemy import Transport as StockTransport
+
+from boot.celery import app as celery_app
+from common.broker.services.cancel import CancelOutcome, cancel_queued_task
+from common.broker.services.cleanup import cleanup_broker_messages
+from common.broker.services.inspection import queue_stats, stale_row_count
+from common.broker.services.transactional import enqueue_in_transaction
+from common.broker.transport import Transport
+from tests.broker.conftest import message_rows
+from tests.broker.tasks import record
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+QUEUE = Queue("brokertest", Exchange("brokertest", type="direct"), routing_key="brokertest")
+
+
+@pytest.fixture
+def broker_url(test_database_url, clean_broker):
+    return celery_app.conf.broker_url
+
+
+@pytest.fixture
+def connect(broker_url):
+    """Factory: kombu connections (ours by default) closed at teardown."""
+    opened: list[Connection] = []
+
+    def open_(transport_cls=Transport, **options) -> Connection:
+        conn = Connection(broker_url, transport_options=options)
+        conn.transport_cls = transport_cls
+        opened.append(conn)
+        return conn
+
+    yield open_
+    for conn in opened:
+        conn.release()
+
+
+def publish(conn: Connection, *bodies) -> None:
+    producer = Producer(conn.default_channel)
+    for body in bodies:
+        producer.publish(body, exchange=QUEUE.exchange, routing_key=QUEUE.routing_key, declare=[QUEUE])
+
+
+def consume(conn: Connection, count: int, *, ack: bool = True, timeout: float = 10) -> list:
+    received = []
+
+    def on_message(body, message):
+        received.append((body, message))
+        if ack:
+            message.ack()
+
+    deadline = time.monotonic() + timeout
+    with Consumer(conn, [QUEUE], callbacks=[on_message]):
+        while len(received) < count and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.5)
+    return received
+
+
+def rows(where: str = "TRUE") -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, visible, version FROM kombu_message WHERE {where} ORDER BY id")
+        return cursor.fetchall()
+
+
+def test_transport_options_reach_only_their_owners(connect):
+    conn = connect(polling_interval=0.2, visibility_timeout=30, claim_batch=2, pool_size=3)
+    publish(conn, {"n": 1})
+    assert conn.transport.polling_interval == 0.2
+    assert conn.default_channel._engine_from_config().pool.size() == 3
+    assert [body for body, _ in consume(conn, 1)] == [{"n": 1}]
+
+    with pytest.raises(ValueError, match=r"unknown broker transport option.*bogus"):
+        connect(bogus=1).default_channel
+    with pytest.raises(ValueError, match="message_tablename"):
+        connect(message_tablename="elsewhere").default_channel
+
+
+def test_ack_deletes_the_row_and_reject_requeues_it(connect):
+    conn = connect()
+    publish(conn, {"n": 1}, {"n": 2})
+    (first, m1), (second, m2) = consume(conn, 2, ack=False)
+    assert [first, second] == [{"n": 1}, {"n": 2}]
+    assert [(visible, version) for _, visible, version in rows()] == [(False, -1), (False, -1)]
+    m1.ack()
+    m2.reject(requeue=True)
+    assert [(visible, version) for _, visible, version in rows()] == [(True, 1)]
+    assert [body for body, _ in consume(conn, 1)] == [{"n": 2}]
+    assert message_rows() == 0
+
+
+def test_claim_skips_locked_rows_and_concurrent_consumers_never_share(connect, broker_url):
+    publish(connect(), *({"n": n} for n in range(400)))
+    # Another transaction holds the oldest row: a claim must skip it, not wait for it.
+    with psycopg.connect(broker_url.removeprefix("sqla+").replace("+psycopg", "")) as locker:
+        locker.execute("SELECT id FROM kombu_message ORDER BY id LIMIT 1 FOR UPDATE")
+        results: list[list] = [[], []]
+        conns = [connect(claim_batch=3), connect(claim_batch=3)]
+        threads = [
+            threading.Thread(target=lambda i=i: results[i].extend(consume(conns[i], 200, timeout=20))) for i in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        locker.rollback()
+    got = [body["n"] for result in results for body, _ in result]
+    assert len(got) == len(set(got)) == 399 and 0 not in got
+    assert results[0] and results[1]
+    assert [body for body, _ in consume(conns[0], 1)] == [{"n": 0}]
+    assert message_rows() == 0
+
+
+def test_idle_consumer_wakes_by_notify_not_by_polling(connect):
+    consumer_conn = connect(polling_interval=60)
+    received = []
+    with Consumer(consumer_conn, [QUEUE], callbacks=[lambda body, m: (received.append(time.monotonic()), m.ack())]):
+        with pytest.raises(TimeoutError):
+            consumer_conn.drain_events(timeout=0.5)  # empty: it now sleeps on LISTEN
+        threading.Timer(0.3, lambda: publish(connect(), {"n": 1})).start()
+        started = time.monotonic()
+        consumer_conn.drain_events(timeout=10)
+    # A 60 s fallback poll could not have delivered it: the NOTIFY did.
+    assert received and received[0] - started < 5
+
+
+def test_leases_are_renewed_while_held_and_expire_when_the_holder_dies(connect):
+    holder = connect(visibility_timeout=1)
+    publish(holder, {"n": 1})
+    [(body, _message)] = consume(holder, 1, ack=False)
+    other = connect(visibility_timeout=1)
+    # The holder keeps draining (renewing its lease) well past the visibility timeout.
+    assert consume(other, 1, timeout=0.1) == []
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        with pytest.raises(TimeoutError), Consumer(holder, [QUEUE], callbacks=[]):
+            holder.drain_events(timeout=0.25)
+        assert consume(other, 1, timeout=0.05) == []
+    # The holder "dies": no restore at close, no more renewals; after the timeout another consumer gets it.
+    holder.default_channel.do_restore = False
+    holder.release()
+    assert [b for b, _ in consume(other, 1, timeout=10)] == [body]
+    assert message_rows() == 0
+
+
+def test_stock_producer_to_our_consumer(connect):
+    publish(connect(StockTransport), {"from": "stock"})
+    assert [b for b, _ in consume(connect(), 1)] == [{"from": "stock"}]
+    assert message_rows() == 0
+
+
+def test_our_producer_to_stock_consumer_and_cleanup_of_its_leftovers(connect):
+    publish(connect(), {"from": "ours"})
+    assert [b for b, _ in consume(connect(StockTransport), 1)] == [{"from": "ours"}]
+    # The stock consumer leaves its consumed row behind, invisible: never redelivered, counted as stale.
+    assert [(v, version >= 1) for _, v, version in rows()] == [(False, True)]
+    assert stale_row_count() == 1
+    result = cleanup_broker_messages(visibility_timeout=360)
+    assert (result.stale_deleted, result.expired_restored) == (1, 0)
+    assert message_rows() == 0
+
+
+def test_cleanup_restores_expired_in_flight_rows(connect):
+    conn = connect()
+    publish(conn, {"n": 1})
+    consume(conn, 1, ack=False)
+    conn.default_channel.do_restore = False
+    conn.release()
+    assert cleanup_broker_messages(visibility_timeout=3600).expired_restored == 0
+    time.sleep(1.1)
+    assert cleanup_broker_messages(visibility_timeout=1).expired_restored == 1
+    assert [(v, version) for _, v, version in rows()] == [(True, 1)]
+    with pytest.raises(ValueError, match="visibility_timeout"):
+        cleanup_broker_messages(visibility_timeout=0)
+
+
+def test_queue_stats_and_status_command(connect, capsys):
+    conn = connect()
+    publish(conn, {"n": 1}, {"n": 2}, {"n": 3})
+    consume(conn, 1, ack=False)
+    stats = {s["queue"]: s for s in queue_stats()}
+    assert stats["brokertest"]["ready"] == 2 and stats["brokertest"]["claimed"] == 1
+    assert 0 <= stats["brokertest"]["oldest_ready_age_seconds"] < 60
+    call_command("broker_status")
+    out = capsys.readouterr().out
+    assert "brokertest" in out and "ready" in out
+
+
+def test_queue_stats_of_an_empty_queue(connect):
+    connect().default_channel._new_queue("brokertest-empty")
+    stats = {s["queue"]: s for s in queue_stats()}
+    assert stats["brokertest-empty"] == {
+        "queue": "brokertest-empty",
+        "ready": 0,
+        "claimed": 0,
+        "oldest_ready_age_seconds": None,
+    }
+
+
+def test_cancel_a_queued_task_by_id(test_database_url, clean_broker, capsys):
+    queued = record.apply_async(("cancel-me",))
+    kept = record.apply_async(("keep-me",))
+    assert cancel_queued_task(task_id=queued.id) is CancelOutcome.CANCELLED
+    assert cancel_queued_task(task_id=queued.id) is CancelOutcome.NOT_FOUND
+    assert message_rows() == 1
+    with connection.cursor() as cursor:  # a worker claimed it: too late
+        cursor.execute("UPDATE kombu_message SET visible = false, version = -1")
+    call_command("broker_cancel", kept.id)
+    assert "running" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="task_id"):
+        cancel_queued_task(task_id=" ")
+
+
+def test_transactional_enqueue_exists_iff_the_transaction_commits(test_database_url, clean_broker, broker_url):
+    listener = psycopg.connect(broker_url.removeprefix("sqla+").replace("+psycopg", ""), autocommit=True)
+    with transaction.atomic():
+        committed = enqueue_in_transaction(task=record, args=("tx-commit",))
+        # Not visible to anyone else until the commit.
+        assert listener.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 0
+    assert listener.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 1
+
+    with pytest.raises(RuntimeError, match="boom"), transaction.atomic():
+        enqueue_in_transaction(task=record, args=("tx-rollback",))
+        raise RuntimeError("boom")
+    payloads = [row[0] for row in listener.execute("SELECT payload FROM kombu_message").fetchall()]
+    listener.close()
+    assert len(payloads) == 1 and committed.id in payloads[0] and "tx-rollback" not in payloads[0]
+
+
+def test_transactional_enqueue_falls_back_to_on_commit_when_eager(runs, monkeypatch):
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
+    token = str(uuid.uuid4())
+    with transaction.atomic():
+        enqueue_in_transaction(task=record, args=(token,))
+        assert runs.counts() == {}
+    assert runs.counts() == {token: 1}
+    with pytest.raises(RuntimeError), transaction.atomic():
+        enqueue_in_transaction(task=record, args=("never",))
+        raise RuntimeError
+    assert "never" not in runs.counts()
+
+
+def test_a_foreign_broker_is_not_joined_to_the_transaction():
+    from common.broker.services.transactional import _broker_shares_database
+
+    assert not _broker_shares_database("amqp://guest:guest@127.0.0.1:5672//", "default")
+    assert not _broker_shares_database("sqla+postgresql+psycopg://postgres@127.0.0.1:5432/elsewhere", "default")
+
+
+def test_no_schema_is_created_at_connect(broker_url):
+    name = f"doorito_broker_empty_{uuid.uuid4().hex[:8]}"
+    admin_url = broker_url.removeprefix("sqla+").replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    empty_url = broker_url.rsplit("/", 1)[0] + "/" + name
+    try:
+        conn = Connection(empty_url, transport_options={})
+        conn.transport_cls = Transport
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            conn.default_channel._new_queue("x")
+        conn.release()
+        with psycopg.connect(empty_url.removeprefix("sqla+").replace("+psycopg", "")) as check:
+            assert check.execute("SELECT to_regclass('kombu_message')").fetchone()[0] is None
+    finally:
+        from common.broker.transport import dispose_engines
+
+        dispose_engines(url=empty_url.removeprefix("sqla+"))
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
