@@ -123,3 +123,19 @@ def test_tokens_missing_bad_revoked_and_management_command(client, make_user, me
     call_command("portal_token", "revoke", created[:9])
     assert client.get("/api/files", **auth(created)).status_code == 401
     assert client.get("/api/files", **auth(token)).status_code == 200
+
+
+def test_admin_creates_a_token_shown_once_and_revokes_it(client, media_root):
+    from django.contrib.auth import get_user_model
+
+    admin_user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(admin_user)
+    response = client.post("/admin/portal/apitoken/add/", {"user": admin_user.pk, "name": "from admin"}, follow=True)
+    assert response.status_code == 200
+    (message,) = [str(m) for m in response.context["messages"] if "Token created" in str(m)]
+    plaintext = message.rsplit(" ", 1)[-1]
+    token = ApiToken.objects.get(name="from admin")
+    assert plaintext.startswith("dt_") and token.token_hash == hashlib.sha256(plaintext.encode()).hexdigest()
+    assert client.get("/api/files", **auth(plaintext)).status_code == 200
+    client.post("/admin/portal/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}, follow=True)
+    assert client.get("/api/files", **auth(plaintext)).status_code == 401
