@@ -67,3 +67,14 @@ def reenable_endpoint(*, endpoint_id: int) -> WebhookEndpoint:
         is_active=True, disabled_reason="", disabled_at=None, failing_since=None, updated_at=now
     )
     return WebhookEndpoint.objects.get(pk=endpoint_id)
+
+
+def update_endpoint(*, endpoint_id: int, url: str, event_types: list[str], description: str = "") -> WebhookEndpoint:
+    """Change where and what an endpoint receives, after the same checks as creation; the secret is untouched."""
+    check_url(url=url)
+    for pattern in event_types:
+        validate_event_type_pattern(pattern=pattern)
+    WebhookEndpoint.objects.filter(pk=endpoint_id).update(
+        url=url, event_types=list(event_types), description=description, updated_at=timezone.now()
+    )
+    return WebhookEndpoint.objects.get(pk=endpoint_id)

@@ -81,12 +81,27 @@ def _send_deliver_task() -> None:
     deliver_outbox_events_task.apply_async(queue="high")
 
 
+def _nudged_in_this_transaction() -> None:
+    """Marker in run_on_commit: this transaction already holds a nudge message (rolled back with it)."""
+
+
 def nudge_delivery() -> None:
     """Once the current transaction commits, ask a worker on `high` to deliver (at most once per transaction)."""
+    nudges = (_send_deliver_task, _nudged_in_this_transaction)
+    if connection.in_atomic_block and any(func in nudges for _, func, _ in connection.run_on_commit):
+        return
+    if connection.in_atomic_block:
+        from common.broker.services.transactional import enqueue_in_transaction
+        from common.tasks import deliver_outbox_events_task
+
+        # The nudge message commits or rolls back with the events: no window where a committed event has
+        # no nudge (a crash between commit and an on_commit send). Eager mode or a non-SQL broker falls
+        # back to on_commit inside enqueue_in_transaction.
+        enqueue_in_transaction(task=deliver_outbox_events_task, queue="high")
+        transaction.on_commit(_nudged_in_this_transaction)
+        return
     # robust: a broker hiccup after commit must not turn a committed emit into an error; the beat
     # sweep delivers whatever a lost nudge missed.
-    if connection.in_atomic_block and any(func is _send_deliver_task for _, func, _ in connection.run_on_commit):
-        return
     transaction.on_commit(_send_deliver_task, robust=True)
 
 
