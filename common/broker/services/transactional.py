@@ -43,7 +43,8 @@ def enqueue_in_transaction(
     task_id = options.setdefault("task_id", uuid())
     kwargs = kwargs or {}
     if app.conf.task_always_eager or not _broker_shares_database(app.conf.broker_url, using):
-        transaction.on_commit(lambda: task.apply_async(args, kwargs, **options), using=using)
+        # robust: after the commit a send failure can only be logged, as with any on_commit send.
+        transaction.on_commit(lambda: task.apply_async(args, kwargs, **options), using=using, robust=True)
         return task.AsyncResult(task_id)
     connection = connections[using]
     # A publish must never be retried into an aborted transaction: fail the caller's transaction instead.
