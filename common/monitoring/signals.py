@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from celery import signals
+from django.conf import settings
 
 from common.monitoring import task_logging  # noqa: F401 - connects the task log receivers
+
+if settings.LOG_FORMAT == "json":
+    from common.monitoring.json_logging import configure_json_logging
+
+    # Warnings (e.g. Celery's SecurityWarning) become log records, hence JSON too.
+    logging.captureWarnings(True)
+    signals.setup_logging.connect(configure_json_logging, weak=False)
 
 _heartbeat = None
 

@@ -24,7 +24,7 @@ def _queue(request) -> str | None:
 
 def _log(level: int, outcome: str, *, task_id: str, name: str, request, **more) -> None:
     started = _started.get(task_id)
-    runtime = round(time.monotonic() - started, 6) if started is not None else None
+    runtime = round(time.monotonic() - started, 6) if started is not None and outcome != "started" else None
     fields = {
         "event": f"task.{outcome}",
         "task_id": task_id,

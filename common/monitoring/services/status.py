@@ -143,6 +143,14 @@ def _alarms(report: dict) -> list[dict]:
         alarms.append(
             {"code": "OUTBOX_BACKLOG", "message": f"oldest undelivered outbox event waited {round(outbox_age)}s"}
         )
+    for endpoint in report["outbox"].get("failing_endpoints") or []:
+        alarms.append(
+            {
+                "code": "WEBHOOK_ENDPOINT_FAILING",
+                "message": f"endpoint {endpoint.get('id')} {endpoint.get('url')}: failing since "
+                f"{endpoint.get('failing_since')}, active={endpoint.get('is_active')}",
+            }
+        )
     if report["tasks_last_hour"]["failed"]:
         alarms.append(
             {

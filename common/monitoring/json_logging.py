@@ -1,0 +1,29 @@
+"""LOG_FORMAT=json for Celery processes: keep Django's LOGGING instead of Celery's own handlers.
+
+Without this, Celery's worker gives the task logger and the pool's logger their
+own plain-text handlers, so some lines would not be JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+
+from celery.utils.log import get_multiprocessing_logger
+from django.conf import settings
+
+
+def configure_json_logging(loglevel=None, **_kwargs) -> None:
+    """Celery's setup_logging receiver: apply settings.LOGGING (JSON) to everything, pool and stdout included."""
+    logging.config.dictConfig(settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)
+    pool_logger = get_multiprocessing_logger()
+    if pool_logger is not None:
+        pool_logger.handlers = []
+        pool_logger.propagate = True
+        pool_logger.setLevel(logging.ERROR)  # as Celery does: its INFO lines are fork chatter
+    from celery import current_app
+
+    # print() in a task becomes a log record too, so it is JSON like everything else.
+    current_app.log.redirect_stdouts(loglevel="WARNING")  # a name: Celery passes it on via the environment
