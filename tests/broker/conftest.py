@@ -45,7 +45,7 @@ def start_test_worker(start_process, runs):
     def start(*extra: str, concurrency: int = 2, **env: str):
         name = f"brokerworker{next(_names)}"
         args = celery_command(
-            "-I", "tests.broker.tasks", "worker", "-Q", "high,default", "-n", f"{name}@%h",
+            "worker", "-I", "tests.broker.tasks", "-Q", "high,default", "-n", f"{name}@%h",
             "-c", str(concurrency), "--loglevel", "INFO", *extra,
         )  # fmt: skip
         proc = start_process(name, args, **env)

@@ -1,4 +1,4 @@
-"""Test-only tasks, loaded into test workers with `celery -A boot -I tests.broker.tasks worker`.
+"""Test-only tasks, loaded into test workers with `celery -A boot worker -I tests.broker.tasks`.
 
 Each run writes a row to broker_test_runs through the worker's Django connection,
 so a test can count exactly how often every task ran.

@@ -1,0 +1,63 @@
+"""Real workers on the transport: exactly-once drain, fork safety, crash redelivery, nothing left behind."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.broker.conftest import message_rows
+from tests.broker.tasks import record, slow_once, spawn
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+
+def wait_until(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_two_workers_drain_5000_messages_each_task_exactly_once(start_test_worker, runs):
+    tokens = [f"t{n}" for n in range(5000)]
+    for token in tokens:
+        record.delay(token)
+    first, second = start_test_worker(), start_test_worker()
+
+    wait_until(lambda: runs.total() >= 5000, 180, "5,000 runs")
+    wait_until(lambda: message_rows() == 0, 30, "an empty kombu_message after the drain")
+    counts = runs.counts()
+    assert set(counts) == set(tokens)
+    assert {token: n for token, n in counts.items() if n != 1} == {}
+    # Both workers took part (each logs the tasks it received).
+    assert "tests.broker.tasks.record" in first.output() and "tests.broker.tasks.record" in second.output()
+
+
+def test_prefork_children_replaced_after_every_task_can_publish_tasks(start_test_worker, runs):
+    worker = start_test_worker("--max-tasks-per-child=1")
+    spawn.delay("root", 3)  # 1 + 2 + 4 + 8 = 15 tasks, each published by a freshly forked child
+
+    wait_until(lambda: runs.total() >= 15, 120, "the whole tree of spawned tasks")
+    wait_until(lambda: message_rows() == 0, 30, "an empty kombu_message")
+    counts = runs.counts()
+    assert len(counts) == 15 and set(counts.values()) == {1}
+    assert worker.popen.poll() is None, worker.output()[-3000:]
+    assert "ResourceClosedError" not in worker.output() and "Traceback" not in worker.output()
+
+
+def test_kill_9_during_an_acks_late_task_runs_it_again_after_the_visibility_timeout(start_test_worker, runs):
+    short = {"BROKER_VISIBILITY_TIMEOUT": "5", "CELERY_TASK_TIME_LIMIT": "4", "CELERY_TASK_SOFT_TIME_LIMIT": "3"}
+    doomed = start_test_worker(**short)
+    slow_once.delay("crash", 3.5)
+    wait_until(lambda: runs.counts("start").get("crash"), 30, "the first run to start")
+    doomed.kill_group()  # the whole worker dies mid-task, as on a machine crash
+    assert message_rows() == 1  # still in the table, claimed by the dead worker
+
+    start_test_worker(**short)
+    wait_until(lambda: runs.counts("done").get("crash"), 60, "the task to run again and finish")
+    wait_until(lambda: message_rows() == 0, 30, "the redelivered message to be acked")
+    assert runs.counts("start") == {"crash": 2} and runs.counts("done") == {"crash": 1}
