@@ -23,3 +23,9 @@ def retry_once(self) -> str:
 def sleep(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@shared_task(name="ops_sample.sleep_late", acks_late=True)
+def sleep_late(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
