@@ -170,7 +170,7 @@ class Base(Configuration):
     # --- Broker transport (common.broker) -----------------------------------
     # Which kombu transport class serves sqla+postgresql+psycopg:// broker URLs.
     # kombu.transport.sqlalchemy:Transport is the stock one (kept for comparisons).
-    BROKER_TRANSPORT = setting(Env, "common.broker.transport:Transport")
+    BROKER_TRANSPORT_CLASS = setting(Env, "common.broker.transport:Transport")
     # Seconds an unacked (in-flight) message stays invisible without its consumer renewing
     # its lease before it is delivered again: must exceed CELERY_TASK_TIME_LIMIT.
     # Unset means: CELERY_TASK_TIME_LIMIT + 60.
@@ -196,17 +196,17 @@ class Base(Configuration):
             )
         if cls.BROKER_POLLING_INTERVAL <= 0:
             raise ImproperlyConfigured(f"BROKER_POLLING_INTERVAL: must be > 0, got {cls.BROKER_POLLING_INTERVAL}")
-        if ":" not in cls.BROKER_TRANSPORT:
+        if ":" not in cls.BROKER_TRANSPORT_CLASS:
             raise ImproperlyConfigured(
-                f"BROKER_TRANSPORT: a class path like common.broker.transport:Transport, got {cls.BROKER_TRANSPORT!r}"
+                f"BROKER_TRANSPORT_CLASS: a class path like common.broker.transport:Transport, got {cls.BROKER_TRANSPORT_CLASS!r}"
             )
         if cls.CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy+")):
             import kombu.transport
 
             # The URL keeps kombu's sqla+ form; the alias decides which class serves it.
-            kombu.transport.TRANSPORT_ALIASES["sqla"] = cls.BROKER_TRANSPORT
-            kombu.transport.TRANSPORT_ALIASES["sqlalchemy"] = cls.BROKER_TRANSPORT
-            if cls.BROKER_TRANSPORT == "common.broker.transport:Transport":
+            kombu.transport.TRANSPORT_ALIASES["sqla"] = cls.BROKER_TRANSPORT_CLASS
+            kombu.transport.TRANSPORT_ALIASES["sqlalchemy"] = cls.BROKER_TRANSPORT_CLASS
+            if cls.BROKER_TRANSPORT_CLASS == "common.broker.transport:Transport":
                 cls.CELERY_BROKER_TRANSPORT_OPTIONS = {
                     "visibility_timeout": cls.BROKER_VISIBILITY_TIMEOUT,
                     "polling_interval": cls.BROKER_POLLING_INTERVAL,

@@ -1,0 +1,325 @@
+"""Broker benchmark: stock kombu SQLAlchemy transport vs Doorito's transport vs Redis vs RabbitMQ.
+
+Run: .venv/bin/python -m tests.benchmarks.broker [--messages 3000] [--latency-messages 200]
+
+Every broker is measured the same way, through a real `celery -A boot worker -c 2` (prefork) with the
+project's settings (acks_late, prefetch multiplier 4) and a no-op task:
+- enqueue/s: `--messages` publishes from this process through one Celery producer, no worker running;
+- drain/s: then a worker starts; from its "ready." line until the queue holds no ready (and, where the
+  broker can tell, no unacked) message;
+- latency: `--latency-messages` tasks at ~20/s to the idle worker; each records start time - publish time;
+- idle queries/s: 10 s of an idle worker: PostgreSQL transactions committed in the broker database
+  (a database of its own, so app traffic is not counted), or Redis commands processed; RabbitMQ pushes;
+- rows left: kombu_message rows after the drain (PostgreSQL brokers).
+Redis (127.0.0.1:6379 db 15) and RabbitMQ (127.0.0.1:5672, guest) are skipped when unreachable.
+The databases doorito_bench_broker_app and doorito_bench_broker_queue on 127.0.0.1:5432 are recreated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PG = "postgresql://postgres@127.0.0.1:5432/"
+APP_DB, QUEUE_DB = "doorito_bench_broker_app", "doorito_bench_broker_queue"
+SQLA_URL = "sqla+postgresql+psycopg://postgres@127.0.0.1:5432/" + QUEUE_DB
+REDIS_URL = "redis://127.0.0.1:6379/15"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+QUEUE = "default"
+
+BROKERS = {
+    "stock sqla": {"CELERY_BROKER_URL": SQLA_URL, "BROKER_TRANSPORT_CLASS": "kombu.transport.sqlalchemy:Transport"},
+    "doorito": {"CELERY_BROKER_URL": SQLA_URL, "BROKER_TRANSPORT_CLASS": "common.broker.transport:Transport"},
+    "redis": {"CELERY_BROKER_URL": REDIS_URL},
+    "rabbitmq": {"CELERY_BROKER_URL": AMQP_URL},
+}
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def recreate(name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG + "postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def base_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "BROKER_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="boot.settings",
+        DJANGO_CONFIGURATION="Test",
+        DATABASE_URL=PG + APP_DB,
+        CELERY_TASK_ALWAYS_EAGER="false",
+        PYTHONPATH=str(PROJECT_DIR),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class Worker:
+    def __init__(self, env: dict, log_dir: Path, name: str) -> None:
+        self.log = log_dir / f"{name.replace(' ', '_')}.log"
+        args = [str(Path(sys.executable).parent / "celery"), "-A", "boot", "worker", "-I",
+                "tests.benchmarks.broker_tasks", "-Q", QUEUE, "-c", "2", "-n", f"bench-{time.time_ns()}@%h",
+                "--loglevel", "WARNING"]  # fmt: skip
+        self._file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(args, env=env, stdout=self._file, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=log_dir)  # fmt: skip
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
+        self._file.close()
+
+
+class Probe:
+    """Broker-side views: outstanding messages, idle query counter, leftover rows."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._pg = None
+
+    def outstanding(self) -> int:
+        if self.name in ("stock sqla", "doorito"):
+            if self._pg is None:
+                import psycopg
+
+                self._pg = psycopg.connect(PG + QUEUE_DB, autocommit=True)
+            # Stock never deletes: only its ready rows count. Ours deletes on ack: every row counts.
+            where = "visible" if self.name == "stock sqla" else "TRUE"
+            return self._pg.execute(f"SELECT count(*) FROM kombu_message WHERE {where}").fetchone()[0]
+        if self.name == "redis":
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL)
+            return client.llen(QUEUE) + client.hlen("unacked")
+        from kombu import Connection
+
+        with Connection(AMQP_URL) as conn:
+            return conn.default_channel.queue_declare(QUEUE, passive=True).message_count
+
+    def query_counter(self) -> int | None:
+        if self.name in ("stock sqla", "doorito"):
+            import psycopg
+
+            with psycopg.connect(PG + "postgres") as conn:
+                return conn.execute(
+                    "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", [QUEUE_DB]
+                ).fetchone()[0]
+        if self.name == "redis":
+            import redis
+
+            return redis.Redis.from_url(REDIS_URL).info("stats")["total_commands_processed"]
+        return None
+
+    def rows_left(self) -> int | None:
+        if self.name not in ("stock sqla", "doorito"):
+            return None
+        import psycopg
+
+        with psycopg.connect(PG + QUEUE_DB) as conn:
+            return conn.execute("SELECT count(*) FROM kombu_message").fetchone()[0]
+
+    def reset(self) -> None:
+        if self.name in ("stock sqla", "doorito"):
+            import psycopg
+
+            with psycopg.connect(PG + QUEUE_DB, autocommit=True) as conn:
+                conn.execute("TRUNCATE kombu_message")
+        elif self.name == "redis":
+            import redis
+
+            redis.Redis.from_url(REDIS_URL).flushdb()
+        else:
+            from kombu import Connection
+
+            with Connection(AMQP_URL) as conn, contextlib.suppress(Exception):  # not declared: nothing to purge
+                conn.default_channel.queue_purge(QUEUE)
+
+
+def producer_connection(name: str):
+    from kombu import Connection
+    from kombu.transport.sqlalchemy import Transport as StockTransport
+
+    from common.broker.transport import Transport
+
+    url = BROKERS[name]["CELERY_BROKER_URL"]
+    if name == "stock sqla":
+        conn = Connection(url)
+        conn.transport_cls = StockTransport
+    elif name == "doorito":
+        from django.conf import settings
+
+        conn = Connection(url, transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS)
+        conn.transport_cls = Transport
+    else:
+        conn = Connection(url)
+    return conn
+
+
+def measure(name: str, messages: int, latency_messages: int, log_dir: Path) -> dict:
+    from boot.celery import app
+    from tests.benchmarks.broker_tasks import latency, noop
+
+    probe = Probe(name)
+    probe.reset()
+    conn = producer_connection(name)
+    producer = app.amqp.Producer(conn)
+    noop.apply_async(producer=producer)  # declares the queue and warms the connection
+    probe.reset()
+
+    started = time.perf_counter()
+    for _ in range(messages):
+        noop.apply_async(producer=producer)
+    enqueue_rate = messages / (time.perf_counter() - started)
+
+    worker = Worker(base_env(**BROKERS[name]), log_dir, name)
+    try:
+        # The worker logs at WARNING (per-task INFO lines would cost more than some brokers): the drain
+        # is timed from the first message consumed to the last, by polling the broker.
+        deadline = time.monotonic() + 90
+        while (left := probe.outstanding()) >= messages:
+            if time.monotonic() > deadline or worker.popen.poll() is not None:
+                raise SystemExit(f"{name}: nothing consumed:\n{worker.log.read_text()[-3000:]}")
+            time.sleep(0.005)
+        first_at, first_left = time.monotonic(), left
+        while probe.outstanding():
+            time.sleep(0.02)
+        drain_rate = first_left / (time.monotonic() - first_at)
+        rows_left = probe.rows_left()
+
+        import psycopg
+
+        with psycopg.connect(PG + APP_DB, autocommit=True) as db:
+            db.execute("TRUNCATE bench_broker_latency")
+        for _ in range(latency_messages):
+            latency.apply_async((time.time(),), producer=producer)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 60
+        samples: list[float] = []
+        while time.monotonic() < deadline and len(samples) < latency_messages:
+            time.sleep(0.2)
+            with psycopg.connect(PG + APP_DB) as db:
+                samples = [row[0] for row in db.execute("SELECT seconds FROM bench_broker_latency")]
+
+        # PostgreSQL backends flush their statistics up to 10 s after going idle: let the busy phases settle.
+        time.sleep(12)
+        before = probe.query_counter()
+        time.sleep(10)
+        after = probe.query_counter()
+        idle = None if before is None else (after - before) / 10
+        if name == "redis" and idle is not None:
+            idle -= 0.1  # our own INFO command
+    finally:
+        worker.stop()
+        conn.release()
+        if probe._pg is not None:
+            probe._pg.close()
+    return {
+        "enqueue": enqueue_rate,
+        "drain": drain_rate,
+        "p50": percentile(samples, 0.5) * 1000 if samples else None,
+        "p99": percentile(samples, 0.99) * 1000 if samples else None,
+        "latency_n": len(samples),
+        "idle": idle,
+        "rows_left": rows_left,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--latency-messages", type=int, default=200)
+    parser.add_argument("--only", nargs="*", choices=list(BROKERS), default=list(BROKERS))
+    args = parser.parse_args()
+
+    for name in (APP_DB, QUEUE_DB):
+        recreate(name)
+    for name in (APP_DB, QUEUE_DB):
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=PROJECT_DIR,
+                       env=base_env(DATABASE_URL=PG + name), check=True)  # fmt: skip
+    import psycopg
+
+    with psycopg.connect(PG + APP_DB, autocommit=True) as db:
+        db.execute("CREATE TABLE bench_broker_latency (seconds double precision NOT NULL)")
+
+    os.environ.update(base_env(CELERY_BROKER_URL=SQLA_URL))
+    import configurations
+
+    configurations.setup()
+
+    available = {
+        "stock sqla": True,
+        "doorito": True,
+        "redis": reachable("127.0.0.1", 6379),
+        "rabbitmq": reachable("127.0.0.1", 5672),
+    }
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only:
+            if not available[name]:
+                print(f"{name}: not reachable, skipped", flush=True)
+                continue
+            print(f"measuring {name} ...", flush=True)
+            results[name] = measure(name, args.messages, args.latency_messages, Path(tmp))
+
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    print()
+    print(f"{args.messages} no-op tasks; prefork worker -c 2; latency at ~20 tasks/s ({args.latency_messages} tasks)")
+    print(
+        f"{'broker':<12} {'enqueue/s':>10} {'drain/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'idle q/s':>9} {'rows left':>10}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:<12} {fmt(r['enqueue'], '.0f'):>10} {fmt(r['drain'], '.0f'):>10} {fmt(r['p50'], '.1f'):>10} "
+            f"{fmt(r['p99'], '.1f'):>10} {fmt(r['idle'], '.2f'):>10} {fmt(r['rows_left'], 'd'):>10}"
+        )
+    print()
+    ours = results.get("doorito")
+    if ours:
+        for other, key, goal in (("redis", "drain", 1.0), ("stock sqla", "enqueue", 2.0), ("stock sqla", "drain", 2.0)):
+            if other in results:
+                ratio = ours[key] / results[other][key]
+                verdict = "met" if ratio >= goal else "MISSED"
+                print(f"doorito / {other} {key}: {ratio:.2f}x (goal >= {goal}x: {verdict})")
+        for key, goal in (("p50", 5.0), ("p99", 25.0)):
+            value = ours[key]
+            verdict = "met" if value is not None and value <= goal else "MISSED"
+            print(f"doorito latency {key}: {fmt(value, '.1f')} ms (goal <= {goal} ms: {verdict})")
+        verdict = "met" if ours["rows_left"] == 0 else "MISSED"
+        print(f"doorito rows left after drain: {ours['rows_left']} (goal 0: {verdict})")
+
+
+if __name__ == "__main__":
+    main()
