@@ -198,7 +198,8 @@ class Base(Configuration):
             raise ImproperlyConfigured(f"BROKER_POLLING_INTERVAL: must be > 0, got {cls.BROKER_POLLING_INTERVAL}")
         if ":" not in cls.BROKER_TRANSPORT_CLASS:
             raise ImproperlyConfigured(
-                f"BROKER_TRANSPORT_CLASS: a class path like common.broker.transport:Transport, got {cls.BROKER_TRANSPORT_CLASS!r}"
+                "BROKER_TRANSPORT_CLASS: a class path like common.broker.transport:Transport, "
+                f"got {cls.BROKER_TRANSPORT_CLASS!r}"
             )
         if cls.CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy+")):
             import kombu.transport
