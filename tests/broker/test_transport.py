@@ -55,17 +55,21 @@ def publish(conn: Connection, *bodies) -> None:
         producer.publish(body, exchange=QUEUE.exchange, routing_key=QUEUE.routing_key, declare=[QUEUE])
 
 
-def consume(conn: Connection, count: int, *, ack: bool = True, timeout: float = 10) -> list:
+def consume(conn: Connection, count: int, *, ack: bool = True, timeout: float = 10, shared: list | None = None) -> list:
+    """Receive until `count` messages arrived here (or in `shared`, a list several consumers append to)."""
     received = []
+    seen = received if shared is None else shared
 
     def on_message(body, message):
         received.append((body, message))
+        if shared is not None:
+            shared.append(body)
         if ack:
             message.ack()
 
     deadline = time.monotonic() + timeout
     with Consumer(conn, [QUEUE], callbacks=[on_message]):
-        while len(received) < count and time.monotonic() < deadline:
+        while len(seen) < count and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
                 conn.drain_events(timeout=0.5)
     return received
@@ -109,9 +113,13 @@ def test_claim_skips_locked_rows_and_concurrent_consumers_never_share(connect, b
     with psycopg.connect(broker_url.removeprefix("sqla+").replace("+psycopg", "")) as locker:
         locker.execute("SELECT id FROM kombu_message ORDER BY id LIMIT 1 FOR UPDATE")
         results: list[list] = [[], []]
+        everything: list = []
         conns = [connect(claim_batch=3), connect(claim_batch=3)]
         threads = [
-            threading.Thread(target=lambda i=i: results[i].extend(consume(conns[i], 200, timeout=20))) for i in range(2)
+            threading.Thread(
+                target=lambda i=i: results[i].extend(consume(conns[i], 399, timeout=20, shared=everything))
+            )
+            for i in range(2)
         ]
         for thread in threads:
             thread.start()
