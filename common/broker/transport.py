@@ -232,6 +232,8 @@ class Channel(stock.Channel):
 
     def __init__(self, connection, **kwargs):
         self.options = TransportOptions.parse(connection.client.transport_options)
+        # Kept here: kombu unsets channel.connection at close, and a late ack still needs the database.
+        self._url = connection.client.hostname
         self._pid = os.getpid()
         self._dbapi = None
         self._db_lock = threading.RLock()
@@ -241,7 +243,7 @@ class Channel(stock.Channel):
 
     # --- connection handling -------------------------------------------------
     def _engine_from_config(self):
-        return engine_for(self.connection.client.hostname, self.options.engine_options)
+        return engine_for(self._url, self.options.engine_options)
 
     def _open(self):
         # The stock _open also runs metadata.create_all; our schema comes from a Django migration.
@@ -280,7 +282,7 @@ class Channel(stock.Channel):
 
     # --- queues ----------------------------------------------------------------
     def _queue_id(self, queue: str) -> int:
-        key = (self.connection.client.hostname, queue)
+        key = (self._url, queue)
         queue_id = _queue_ids.get(key)
         if queue_id is None:
             for _ in range(3):  # a concurrent creator may win the ON CONFLICT race; then read its row
@@ -319,7 +321,7 @@ class Channel(stock.Channel):
                 # An INSERT whose reply was lost may have committed: never retry it blindly.
                 self._run(INSERT_MESSAGE, (payload, queue_id), retry=False)
         except psycopg.errors.ForeignKeyViolation:
-            _queue_ids.pop((self.connection.client.hostname, queue), None)
+            _queue_ids.pop((self._url, queue), None)
             raise
 
     # --- consume -------------------------------------------------------------------
@@ -348,6 +350,9 @@ class Channel(stock.Channel):
         row_id = self._row_ids.pop(delivery_tag, None)
         if row_id is not None:
             self._run(DELETE_ROW, (row_id,))
+            if self.closed:
+                # A late ack after a reconnect still deletes the row (no second run), then lets go of the connection.
+                self._drop_connection(broken=False)
         super().basic_ack(delivery_tag, multiple=multiple)
         self._wake_consumer()
 
@@ -430,9 +435,8 @@ class Transport(stock.Transport):
         self._pid = os.getpid()
         self.known_empty: set[int] = set()
         self._listener = None
-        self._wake_read, self._wake_write = os.pipe()
-        os.set_blocking(self._wake_read, False)
-        os.set_blocking(self._wake_write, False)
+        # A self-pipe lets an ack (from any thread) interrupt the wait; made when consuming starts.
+        self._wake_read = self._wake_write = -1
         self._next_poll = 0.0
         self._next_maintenance = 0.0
 
@@ -449,6 +453,10 @@ class Transport(stock.Transport):
                 os.write(self._wake_write, b"x")
 
     def _listen(self):
+        if self._wake_read < 0:
+            self._wake_read, self._wake_write = os.pipe()
+            os.set_blocking(self._wake_read, False)
+            os.set_blocking(self._wake_write, False)
         if self._listener is None:
             fairy = engine_for(self.client.hostname, self.options.engine_options).raw_connection()
             connection = fairy.driver_connection

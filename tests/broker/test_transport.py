@@ -262,11 +262,13 @@ def test_transactional_enqueue_falls_back_to_on_commit_when_eager(runs, monkeypa
     assert "never" not in runs.counts()
 
 
-def test_a_foreign_broker_is_not_joined_to_the_transaction():
+def test_a_foreign_broker_is_not_joined_to_the_transaction(test_database_url):
     from common.broker.services.transactional import _broker_shares_database
 
-    assert not _broker_shares_database("amqp://guest:guest@127.0.0.1:5672//", "default")
-    assert not _broker_shares_database("sqla+postgresql+psycopg://postgres@127.0.0.1:5432/elsewhere", "default")
+    ours = celery_app.conf.broker_url
+    assert _broker_shares_database(ours, ours)
+    assert not _broker_shares_database("amqp://guest:guest@127.0.0.1:5672//", ours)
+    assert not _broker_shares_database("sqla+postgresql+psycopg://postgres@127.0.0.1:5432/elsewhere", ours)
 
 
 def test_no_schema_is_created_at_connect(broker_url):
@@ -289,3 +291,34 @@ def test_no_schema_is_created_at_connect(broker_url):
         dispose_engines(url=empty_url.removeprefix("sqla+"))
         with psycopg.connect(admin_url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_late_ack_after_the_channel_closed_still_deletes_the_row(connect):
+    conn = connect()
+    publish(conn, {"n": 1})
+    [(_body, message)] = consume(conn, 1, ack=False)
+    conn.default_channel.close()  # e.g. Celery reconnecting: the unacked row is made visible again...
+    assert [(v, version) for _, v, version in rows()] == [(True, 1)]
+    message.ack()  # ...and the task that was still running acks it afterwards: it must not run again
+    assert message_rows() == 0
+
+
+def test_a_killed_database_connection_is_replaced_without_losing_messages(connect):
+    conn = connect()
+    publish(conn, {"n": 1}, {"n": 2})
+    channel = conn.default_channel
+
+    def kill_backend():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [channel._connection().info.backend_pid])
+
+    kill_backend()
+    # Claims and acks are idempotent: retried once on a fresh connection.
+    assert [b for b, _ in consume(conn, 1)] == [{"n": 1}]
+    kill_backend()
+    # A publish is not retried blindly; it fails with an error kombu and Celery treat as a connection error.
+    with pytest.raises(conn.connection_errors):
+        channel._put("brokertest", {"body": "x", "properties": {"delivery_tag": "t"}})
+    publish(conn, {"n": 3})  # the next one goes through on a new connection
+    assert [b for b, _ in consume(conn, 2)] == [{"n": 2}, {"n": 3}]
+    assert message_rows() == 0

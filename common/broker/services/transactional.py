@@ -11,24 +11,19 @@ from django.conf import settings
 from django.db import connections, transaction
 from kombu import Connection
 
+from boot.settings import broker_url_for
 from common.broker.transport import Transport, transaction_cursor, transaction_publishes
 
 
 @functools.cache
-def _broker_shares_database(broker_url: str, alias: str) -> bool:
+def _broker_shares_database(broker_url: str, django_broker_url: str) -> bool:
     # Only our transport, on exactly the database Django writes to, can join Django's transaction.
-    from boot.settings import broker_url_for
-
     transport_cls = Connection(broker_url).transport_cls
     if isinstance(transport_cls, str):
         from kombu.transport import resolve_transport
 
         transport_cls = resolve_transport(transport_cls)
-    return (
-        isinstance(transport_cls, type)
-        and issubclass(transport_cls, Transport)
-        and broker_url == broker_url_for(connections[alias].settings_dict)
-    )
+    return isinstance(transport_cls, type) and issubclass(transport_cls, Transport) and broker_url == django_broker_url
 
 
 def enqueue_in_transaction(
@@ -36,13 +31,15 @@ def enqueue_in_transaction(
 ) -> AsyncResult:
     """Queue `task` in the current transaction of `using`; it is sent iff that transaction commits.
 
-    With eager mode or a broker outside this database (e.g. RabbitMQ) it falls back
+    Outside any transaction the message is committed at once. With eager mode or a
+    broker outside this database (e.g. RabbitMQ) it falls back
     to sending after commit (transaction.on_commit), the best those can offer.
     """
     app = task.app if task.app is not None else current_app
     task_id = options.setdefault("task_id", uuid())
     kwargs = kwargs or {}
-    if app.conf.task_always_eager or not _broker_shares_database(app.conf.broker_url, using):
+    shared = _broker_shares_database(app.conf.broker_url, broker_url_for(connections[using].settings_dict))
+    if app.conf.task_always_eager or not shared:
         # robust: after the commit a send failure can only be logged, as with any on_commit send.
         transaction.on_commit(lambda: task.apply_async(args, kwargs, **options), using=using, robust=True)
         return task.AsyncResult(task_id)
