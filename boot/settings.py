@@ -279,7 +279,6 @@ class Base(Configuration):
             },
         }
 
-
     # --- Portal uploads (portal) ---------------------------------------------
     # Uploads live under MEDIA_ROOT/uploads, which no URL serves: downloads go through the API.
     MEDIA_ROOT = Env(str(BASE_DIR / "media"))  # DJANGO_MEDIA_ROOT
@@ -333,7 +332,6 @@ class Base(Configuration):
                 "schedule": float(cls.FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES * 60),
             },
         }
-
 
     # --- Operations (common.monitoring) --------------------------------------
     # A standby beat takes over at most this many seconds after the leader dies (even by kill -9
