@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -86,4 +87,5 @@ def test_worker_survives_a_postgres_restart(server, start_process):
     assert "EMERGENCY DUMP" not in output.upper() and "unrestored" not in output.lower()
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT count(*) FROM kombu_message").fetchone()[0] == 0
-    worker.stop()
+    worker.signal(signal.SIGTERM)  # the main process only (see tests/broker/conftest.py)
+    worker.popen.wait(timeout=15)
