@@ -56,6 +56,8 @@ def start_process(test_database_url, tmp_path):
         return proc
 
     yield start
+    for proc in started:  # all at once: each takes a moment to shut down
+        proc.terminate()
     for proc in reversed(started):
         proc.stop()
 

@@ -23,6 +23,7 @@ class ManagedProcess:
         self.args = args
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._terminating = False
         self.popen = subprocess.Popen(
             args, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -59,14 +60,21 @@ class ManagedProcess:
             os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=10)
 
+    def terminate(self) -> None:
+        """Ask for a graceful stop: SIGTERM to the main process only, once.
+
+        Not to the whole group: a SIGTERM that kills a Celery pool child while it holds billiard's
+        queue lock leaves the main process hanging in its pool shutdown.
+        """
+        if not self._terminating:
+            self._terminating = True
+            self.signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 20) -> int | None:
-        """Stop gracefully (SIGTERM), then SIGKILL the whole group; return the exit code."""
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGTERM)
-                self.popen.wait(timeout=timeout)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
+        """Stop gracefully, then SIGKILL whatever is left of the group; return the exit code."""
+        self.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=timeout)
         # Whatever the main process left behind (pool children) goes too.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import signal
-import subprocess
 
 import pytest
 from django.db import connection
@@ -45,8 +42,6 @@ def runs(clean_broker):
 def start_test_worker(start_process, runs):
     """Factory: a real worker that also imports tests.broker.tasks; waits until it is ready."""
 
-    started = []
-
     def start(*extra: str, concurrency: int = 2, **env: str):
         name = f"brokerworker{next(_names)}"
         args = celery_command(
@@ -54,19 +49,10 @@ def start_test_worker(start_process, runs):
             "-c", str(concurrency), "--loglevel", "INFO", *extra,
         )  # fmt: skip
         proc = start_process(name, args, **env)
-        started.append(proc)
         proc.wait_for_output(r"ready\.", timeout=90)
         return proc
 
-    yield start
-    # SIGTERM to the main process only: a SIGTERM to the whole group can kill a pool child while it holds
-    # billiard's queue lock, and the main process then hangs in _terminate_pool until start_process's
-    # teardown SIGKILLs it 20 s later. start_process still kills whatever is left.
-    for proc in started:
-        proc.signal(signal.SIGTERM)
-    for proc in started:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.popen.wait(timeout=15)
+    return start
 
 
 def message_rows() -> int:

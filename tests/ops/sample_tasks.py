@@ -25,6 +25,12 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+@shared_task(name="ops_sample.sleep_early", acks_late=False)
+def sleep_early(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
 @shared_task(name="ops_sample.sleep_late", acks_late=True)
 def sleep_late(seconds: float) -> float:
     time.sleep(seconds)

@@ -24,11 +24,6 @@ def rabbitmq_reachable() -> bool:
 
 
 @pytest.mark.skipif(not rabbitmq_reachable(), reason="RabbitMQ is not reachable at 127.0.0.1:5672")
-@pytest.mark.xfail(
-    reason="known defect (broker area): BROKER_TRANSPORT's class is applied to every broker URL, so an amqp:// "
-    "CELERY_BROKER_URL fails with 'Can't load plugin: sqlalchemy.dialects:amqp'",
-    strict=False,
-)
 def test_worker_runs_project_tasks_over_rabbitmq(start_worker):
     worker = start_worker(queues="high,default", CELERY_BROKER_URL=AMQP_URL)
     assert "amqp://guest:**@127.0.0.1:5672//" in worker.output()
