@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint format bench
+.PHONY: dev test format bench db-stop
 
 dev: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
@@ -14,6 +14,16 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
+
+# The committed benchmarks (not part of `make test`): each prints ratios against a baseline of the same run.
+bench: $(STAMP)
+	$(BIN)/python -m tests.benchmarks.broker
+	$(BIN)/python -m tests.benchmarks.webhooks
+	$(BIN)/python -m tests.benchmarks.uploads
+
+# Stop the embedded PostgreSQL that `make dev`/`make test` start when DATABASE_URL is unset.
+db-stop: $(STAMP)
+	$(BIN)/python -c "from common.embedded_postgres import EmbeddedPostgres; EmbeddedPostgres().stop()"
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

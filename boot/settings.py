@@ -301,7 +301,8 @@ class Base(Configuration):
     CLEANUP_UPLOADS_BATCH_SIZE = setting(EnvInt, 1000)
 
     @classmethod
-    def _portal_setup(cls):
+    def _setup_portal(cls):
+        """Validate the portal settings, define its storages and add its beat entries."""
         from celery.schedules import crontab
 
         if not 1 <= cls.CLEANUP_UPLOADS_INTERVAL_HOURS <= 24:
@@ -388,7 +389,7 @@ class Base(Configuration):
         if not cls.CELERY_BROKER_URL:
             cls.CELERY_BROKER_URL = broker_url_for(cls.DATABASES["default"])
         cls._setup_broker()
-        cls._portal_setup()
+        cls._setup_portal()
         cls._setup_operations()
         if cls.CELERY_TASK_SOFT_TIME_LIMIT >= cls.CELERY_TASK_TIME_LIMIT:
             raise ImproperlyConfigured(

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,6 +98,24 @@ def process_env(database_url: str, **overrides: str) -> dict:
     )
     env.update(overrides)
     return env
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Return the first truthy value of predicate(), or fail after `timeout` seconds naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def celery_command(*args: str) -> list[str]:

@@ -1,13 +1,12 @@
 """/healthz and /readyz, in-process and against a real server whose database is unreachable."""
 
-import socket
 import time
 
 import pytest
 import requests
 from django.db import connection
 
-from tests.processes import BIN_DIR, ManagedProcess, process_env
+from tests.processes import BIN_DIR, ManagedProcess, free_port, process_env
 
 
 def test_healthz_is_ok(client):
@@ -36,9 +35,7 @@ def test_readyz_names_the_broker_when_its_tables_are_missing(client):
 
 
 def test_readyz_is_503_without_traceback_when_database_is_down(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     closed = "postgresql://postgres@127.0.0.1:1/doorito"
     server = ManagedProcess(
         "web",

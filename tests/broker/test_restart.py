@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,9 @@ from kombu import Connection
 from common.broker.transport import dispose_engines
 from common.embedded_postgres import EmbeddedPostgres
 from tests.broker.tasks import RUNS_TABLE, record
-from tests.processes import PROJECT_DIR, celery_command, process_env
+from tests.processes import PROJECT_DIR, celery_command, free_port, process_env
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def runs_of(url: str) -> dict[str, int]:

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tests.broker.conftest import message_rows
 from tests.broker.tasks import record, slow_once, spawn
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_two_workers_drain_5000_messages_each_task_exactly_once(start_test_worker, runs):

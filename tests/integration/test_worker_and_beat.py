@@ -10,6 +10,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
 from common.tasks import heartbeat
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +23,6 @@ def queued_payloads(queue: str) -> list[str]:
             [queue],
         )
         return [row[0] for row in cursor.fetchall()]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_worker_consumes_default_and_high_through_kombu_message(start_worker):

@@ -10,7 +10,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_results.models import TaskResult
 
 from common.monitoring.models import BeatInstance, SettingsScheduleEntry
-from tests.ops.helpers import wait_until
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 from django_celery_results.models import TaskResult
 
 from boot.celery import app as celery_app
-from tests.ops.helpers import wait_until
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.integration
 

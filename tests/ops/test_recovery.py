@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -20,8 +19,7 @@ import pytest
 import requests
 
 from common.embedded_postgres import EmbeddedPostgres
-from tests.ops.helpers import wait_until
-from tests.processes import BIN_DIR, PROJECT_DIR, ManagedProcess, celery_command, process_env
+from tests.processes import BIN_DIR, PROJECT_DIR, ManagedProcess, celery_command, free_port, process_env, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,12 +38,6 @@ FAST = {
     "WEBHOOK_READ_TIMEOUT": "2",
     "OUTBOX_LEASE_SECONDS": "5",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from django_celery_results.models import GroupResult, TaskResult
 from boot.celery import app as celery_app
 from common.monitoring.result_backend import BatchedCleanupDatabaseBackend
 from common.monitoring.services.result_cleanup import delete_expired_results
-from tests.ops.helpers import wait_until
+from tests.processes import wait_until
 
 
 def make_results(count: int, *, age: timedelta, prefix: str) -> None:

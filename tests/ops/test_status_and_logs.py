@@ -13,8 +13,7 @@ from django_celery_results.models import TaskResult
 
 from boot.celery import app as celery_app
 from common.monitoring.models import WorkerHeartbeat
-from tests.ops.helpers import wait_until
-from tests.processes import celery_command
+from tests.processes import celery_command, wait_until
 
 pytestmark = pytest.mark.integration
 

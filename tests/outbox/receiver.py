@@ -26,6 +26,9 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is exercised
+            # Headers and body go out in separate writes: without TCP_NODELAY each response
+            # waits ~40 ms on the client's delayed ACK, and the receiver, not Doorito, sets the pace.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):  # quiet
                 pass

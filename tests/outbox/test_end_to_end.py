@@ -11,17 +11,9 @@ from django_celery_results.models import TaskResult
 from common.models import WebhookDelivery
 from common.services.endpoints import create_endpoint
 from common.services.outbox import emit_event
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def emit(key: str):

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from pathlib import Path
 
 import requests
 
-from tests.processes import ManagedProcess, process_env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.processes import ManagedProcess, free_port, process_env
 
 
 def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **env: str) -> tuple[ManagedProcess, str]:
