@@ -35,7 +35,12 @@ class OutboxEvent(models.Model):
     @property
     def webhook_id(self) -> str:
         """The Standard Webhooks `webhook-id`: stable across retries, lease expiry and replays."""
-        return f"msg_{self.id.hex}"
+        return webhook_id_for(self.id)
+
+
+def webhook_id_for(event_id: uuid.UUID) -> str:
+    """The `webhook-id` of the event with this primary key (for code that reads rows without the model)."""
+    return f"msg_{event_id.hex}"
 
 
 class WebhookEndpoint(models.Model):

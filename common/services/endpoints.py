@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -36,13 +36,13 @@ def rotate_secret(*, endpoint_id: int, grace_seconds: int | None = None) -> Webh
     return endpoint
 
 
-def signing_secrets(*, endpoint: WebhookEndpoint) -> list[str]:
-    """The secrets to sign with now: the current one, plus the previous one inside its grace period."""
-    secrets_ = [endpoint.secret]
-    expires = endpoint.previous_secret_expires_at
-    if endpoint.previous_secret and expires and expires > timezone.now():
-        secrets_.append(endpoint.previous_secret)
-    return secrets_
+def signing_secrets(
+    *, secret: str, previous_secret: str, previous_secret_expires_at: datetime | None, now: datetime
+) -> tuple[str, ...]:
+    """The secrets to sign with at `now`: the current one, plus the previous one inside its grace period."""
+    if previous_secret and previous_secret_expires_at and previous_secret_expires_at > now:
+        return (secret, previous_secret)
+    return (secret,)
 
 
 def disable_endpoint(*, endpoint_id: int, reason: str) -> int:

@@ -15,13 +15,13 @@ def validate_event_type_pattern(*, pattern: str) -> None:
         )
 
 
-def matches(*, patterns: list[str], event_type: str) -> bool:
-    """True if `patterns` is empty (all events), names `event_type`, or has a `prefix.*` covering it."""
-    if not patterns:
-        return True
-    for pattern in patterns:
-        if pattern == event_type:
-            return True
-        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
-            return True
-    return False
+# The SQL form of the rule, for endpoint alias `e` and a named parameter `event_type`: an empty list
+# means every event, an exact name matches, and `prefix.*` matches names starting with `prefix.`.
+SUBSCRIBED_SQL = """(
+    e.event_types = '[]'::jsonb
+    OR EXISTS (
+        SELECT 1 FROM jsonb_array_elements_text(e.event_types) AS p(pattern)
+        WHERE p.pattern = %(event_type)s
+           OR (right(p.pattern, 2) = '.*' AND starts_with(%(event_type)s, left(p.pattern, -1)))
+    )
+)"""

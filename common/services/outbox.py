@@ -11,16 +11,30 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from common.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
-from common.services.event_matching import PATTERN, matches
+from common.services.event_matching import PATTERN, SUBSCRIBED_SQL
 
 logger = logging.getLogger(__name__)
 
-_INSERT_EVENT = """
-INSERT INTO common_outboxevent (id, event_type, aggregate_type, aggregate_id, payload, idempotency_key, created_at)
-VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s)
-ON CONFLICT (event_type, idempotency_key) DO NOTHING
-RETURNING id
-"""
+# One statement writes the event and its deliveries: it is atomic on its own, so no savepoint is
+# needed, and ON CONFLICT DO NOTHING makes a duplicate a no-op (the event CTE is then empty, so no
+# deliveries either) that leaves the caller's transaction usable. A concurrent duplicate waits for
+# the first writer's commit, then does nothing. Row values mirror the models' defaults.
+_INSERT_EVENT_AND_DELIVERIES = f"""
+WITH event AS (
+    INSERT INTO common_outboxevent (id, event_type, aggregate_type, aggregate_id, payload, idempotency_key, created_at)
+    VALUES (%(id)s, %(event_type)s, %(aggregate_type)s, %(aggregate_id)s, %(payload)s::jsonb, %(key)s, %(now)s)
+    ON CONFLICT (event_type, idempotency_key) DO NOTHING
+    RETURNING id
+), deliveries AS (
+    INSERT INTO common_webhookdelivery
+        (event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error, created_at)
+    SELECT event.id, e.id, 'pending', 0, %(now)s, '', %(now)s
+    FROM event CROSS JOIN common_webhookendpoint e
+    WHERE e.is_active AND {SUBSCRIBED_SQL}
+    RETURNING 1
+)
+SELECT (SELECT id FROM event), (SELECT count(*) FROM deliveries)
+"""  # noqa: S608 - only a constant is interpolated
 
 
 def _validate(*, event_type: str, aggregate_type: str, aggregate_id: str, payload: dict, idempotency_key: str) -> str:
@@ -50,28 +64,34 @@ def emit_event(
         idempotency_key=idempotency_key,
     )
     now = timezone.now()
-    with transaction.atomic():
-        # ON CONFLICT DO NOTHING: a concurrent duplicate waits for the first writer, then sees its row
-        # below; no IntegrityError ever reaches the caller and the caller's transaction stays usable.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _INSERT_EVENT,
-                [uuid.uuid4(), event_type, aggregate_type, str(aggregate_id), payload_json, idempotency_key, now],
-            )
-            inserted = cursor.fetchone()
-        if inserted is None:
-            return OutboxEvent.objects.get(event_type=event_type, idempotency_key=idempotency_key)
-        event = OutboxEvent.objects.get(pk=inserted[0])
-        endpoints = [
-            endpoint
-            for endpoint in WebhookEndpoint.objects.filter(is_active=True).only("id", "event_types")
-            if matches(patterns=endpoint.event_types, event_type=event_type)
-        ]
-        WebhookDelivery.objects.bulk_create(
-            [WebhookDelivery(event=event, endpoint=endpoint, next_attempt_at=now) for endpoint in endpoints]
-        )
-    if endpoints:
+    event_id = uuid.uuid4()
+    params = {
+        "id": event_id,
+        "event_type": event_type,
+        "aggregate_type": aggregate_type,
+        "aggregate_id": str(aggregate_id),
+        "payload": payload_json,
+        "key": idempotency_key,
+        "now": now,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_INSERT_EVENT_AND_DELIVERIES, params)
+        inserted_id, delivery_count = cursor.fetchone()
+    if inserted_id is None:
+        return OutboxEvent.objects.get(event_type=event_type, idempotency_key=idempotency_key)
+    if delivery_count:
         nudge_delivery()
+    # The row is exactly what we sent, so build it instead of reading it back (payload as stored: via JSON).
+    event = OutboxEvent(
+        id=event_id,
+        event_type=event_type,
+        aggregate_type=aggregate_type,
+        aggregate_id=str(aggregate_id),
+        payload=json.loads(payload_json),
+        idempotency_key=idempotency_key,
+        created_at=now,
+    )
+    event._state.adding, event._state.db = False, connection.alias
     return event
 
 
