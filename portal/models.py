@@ -29,6 +29,9 @@ class UploadFile(models.Model):
     expiry_notified_at = models.DateTimeField(null=True, blank=True)
     # Set when the owner deletes the file, so a cleanup that finishes the job emits file.deleted.
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # The last time removing its bytes failed (and why): cleanup retries it after files that never failed.
+    cleanup_failed_at = models.DateTimeField(null=True, blank=True)
+    cleanup_error = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "id"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import uuid
 
 from django.conf import settings
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
@@ -107,7 +106,7 @@ def _upload(request: HttpRequest):
 
 
 @api_view("GET", "DELETE")
-def file_detail(request: HttpRequest, file_id: uuid.UUID):
+def file_detail(request: HttpRequest, file_id: str):
     upload = get_owned_upload(owner=request.user, file_id=file_id)
     if request.method == "DELETE":
         delete_upload(upload=upload)
@@ -116,7 +115,7 @@ def file_detail(request: HttpRequest, file_id: uuid.UUID):
 
 
 @api_view("GET")
-def file_download(request: HttpRequest, file_id: uuid.UUID):
+def file_download(request: HttpRequest, file_id: str):
     upload, handle = open_for_download(owner=request.user, file_id=file_id)
     response = FileResponse(
         handle,
@@ -131,3 +130,9 @@ def file_download(request: HttpRequest, file_id: uuid.UUID):
     response["Repr-Digest"] = f"sha-256=:{base64.b64encode(bytes.fromhex(upload.sha256)).decode()}:"
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+@csrf_exempt
+def unknown_endpoint(request: HttpRequest) -> JsonResponse:
+    """Any other path under /api/: a JSON 404 with a stable code, whatever the method or token."""
+    return error("unknown_endpoint", f"No API endpoint at {request.path}.", 404)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class UploadRejected(Exception):
     """Bad input; `code` is stable API, `message` is for humans."""
@@ -11,3 +13,18 @@ class UploadRejected(Exception):
         self.code = code
         self.message = message
         self.status = status
+
+
+# The server ran out of room for the bytes (disk, quota, file size limit): 507, the client may retry later.
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class StorageFailed(UploadRejected):
+    """The server could not write or move the bytes: 507 when out of space, else 500; never the client's fault."""
+
+    def __init__(self, exc: OSError) -> None:
+        if exc.errno in _OUT_OF_SPACE:
+            super().__init__("storage_full", "The server has no room to store this file; try again later.", status=507)
+        else:
+            # The OS detail (paths, errno) stays in the server log, not in the response.
+            super().__init__("storage_error", "The server could not store this file.", status=500)

@@ -22,8 +22,12 @@ def owned_uploads(*, owner: AbstractBaseUser) -> QuerySet[UploadFile]:
     ).order_by("-created_at", "id")
 
 
-def get_owned_upload(*, owner: AbstractBaseUser, file_id: uuid.UUID) -> UploadFile:
-    """The owner's file; raises not_found (404) for a missing file or one that belongs to someone else."""
+def get_owned_upload(*, owner: AbstractBaseUser, file_id: uuid.UUID | str) -> UploadFile:
+    """The owner's file; raises not_found (404) for a missing or malformed id, or another user's file."""
+    try:
+        file_id = file_id if isinstance(file_id, uuid.UUID) else uuid.UUID(file_id)
+    except ValueError:
+        raise UploadRejected("not_found", "No such file.", status=404) from None
     upload = owned_uploads(owner=owner).filter(pk=file_id).first()
     if upload is None:
         raise UploadRejected("not_found", "No such file.", status=404)
@@ -35,7 +39,7 @@ def is_expired(*, upload: UploadFile, now: datetime | None = None) -> bool:
     return upload.status != UploadFile.Status.STORED or upload.expires_at <= (now or timezone.now())
 
 
-def open_for_download(*, owner: AbstractBaseUser, file_id: uuid.UUID, now: datetime | None = None):
+def open_for_download(*, owner: AbstractBaseUser, file_id: uuid.UUID | str, now: datetime | None = None):
     """(upload, open binary file) for a live file of the owner; 404 if not theirs, 410 once expired."""
     upload = get_owned_upload(owner=owner, file_id=file_id)
     if is_expired(upload=upload, now=now):

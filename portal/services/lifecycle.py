@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from portal.models import UploadFile
 from portal.services.events import emit_file_event
-from portal.services.removal import delete_upload_bytes, finish_removed_upload
+from portal.services.removal import delete_upload_bytes, finish_removed_upload, record_removal_failure
+
+logger = logging.getLogger(__name__)
 
 
 def _cleanup_candidates(*, now: datetime) -> Q:
@@ -33,19 +36,33 @@ def cleanup_expired_uploads(*, now: datetime | None = None, limit: int | None = 
         batch = list(
             UploadFile.objects.select_for_update(skip_locked=True)
             .filter(_cleanup_candidates(now=now))
-            .order_by("expires_at")[:limit]
+            # Rows whose removal failed go last, least recently failed first: one file that cannot be
+            # deleted never starves the others, and is still retried by every run that has room.
+            .order_by(F("cleanup_failed_at").asc(nulls_first=True), "expires_at")[:limit]
         )
         # Step 1, committed before any byte goes: the rows are no longer served.
         stored = [u.pk for u in batch if u.status == UploadFile.Status.STORED]
         UploadFile.objects.filter(pk__in=stored).update(status=UploadFile.Status.EXPIRED)
         in_flight = [u.pk for u in batch if u.status == UploadFile.Status.UPLOADING]
         UploadFile.objects.filter(pk__in=in_flight).update(status=UploadFile.Status.FAILED)
-    deleted = 0
+    deleted = failed = 0
     for upload in batch:
-        delete_upload_bytes(upload=upload)  # step 2: tolerant of bytes already gone
-        # Step 3: row gone + event, atomically; a concurrent run that got there first counts it instead.
-        deleted += finish_removed_upload(upload_id=upload.id)
+        try:
+            delete_upload_bytes(upload=upload)  # step 2: tolerant of bytes already gone
+            # Step 3: row gone + event, atomically; a concurrent run that got there first counts it instead.
+            deleted += finish_removed_upload(upload_id=upload.id)
+        except Exception as exc:  # this row only: it stays marked (never served) and is retried later
+            record_removal_failure(upload=upload, exc=exc, now=now)
+            failed += 1
     remaining = UploadFile.objects.filter(_cleanup_candidates(now=now)).count()
+    if failed:
+        logger.warning(
+            "upload cleanup: %d removed, %d failed (retried by later runs), %d remaining",
+            deleted,
+            failed,
+            remaining,
+            extra={"event": "portal.cleanup_failures", "deleted": deleted, "failed": failed, "remaining": remaining},
+        )
     return {"deleted": deleted, "remaining": remaining}
 
 

@@ -6,6 +6,8 @@ Each step is idempotent, so a crash after any of them leaves a state the next cl
 from __future__ import annotations
 
 import contextlib
+import enum
+import logging
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +19,16 @@ from django.utils import timezone
 
 from portal.models import UploadFile
 from portal.services.events import emit_file_event
+
+logger = logging.getLogger(__name__)
+
+
+class Removal(enum.StrEnum):
+    """What a delete did."""
+
+    DELETED = "deleted"  # bytes and row gone (or a concurrent cleanup is finishing them right now)
+    PENDING = "pending"  # no longer served, but removing its bytes failed: logged, and cleanup retries it
+    SKIPPED = "skipped"  # still uploading (or a failed upload being removed): not the owner's to delete
 
 
 def upload_storage():
@@ -57,11 +69,34 @@ def finish_removed_upload(*, upload_id: uuid.UUID) -> bool:
         return True
 
 
-def delete_upload(*, upload: UploadFile, now: datetime | None = None) -> None:
-    """Delete an owner's file: no longer served at once, bytes removed, file.deleted emitted exactly once."""
+def record_removal_failure(*, upload: UploadFile, exc: BaseException, now: datetime) -> None:
+    """Log why removing a marked upload failed and record it on the row, which stays marked (never served)."""
+    logger.error(
+        "upload %s: removal failed, cleanup retries it: %r",
+        upload.id,
+        exc,
+        exc_info=exc,
+        extra={"event": "portal.removal_failed", "upload_id": str(upload.id)},
+    )
+    UploadFile.objects.filter(pk=upload.pk).update(cleanup_failed_at=now, cleanup_error=repr(exc)[:1000])
+
+
+def delete_upload(*, upload: UploadFile, now: datetime | None = None) -> Removal:
+    """Delete a stored or expired file: unserved at once, bytes removed, one last event; says what happened."""
     now = now or timezone.now()
     UploadFile.objects.filter(pk=upload.pk, status=UploadFile.Status.STORED).update(
         status=UploadFile.Status.EXPIRED, deleted_at=now
     )
-    delete_upload_bytes(upload=upload)
-    finish_removed_upload(upload_id=upload.id)
+    status = UploadFile.objects.filter(pk=upload.pk).values_list("status", flat=True).first()
+    if status is None:  # a cleanup run finished it already
+        return Removal.DELETED
+    if status != UploadFile.Status.EXPIRED:
+        # Its request is still streaming it (or removing it): deleting the bytes under it would break that request.
+        return Removal.SKIPPED
+    try:
+        delete_upload_bytes(upload=upload)
+        finish_removed_upload(upload_id=upload.id)
+    except Exception as exc:
+        record_removal_failure(upload=upload, exc=exc, now=now)
+        return Removal.PENDING
+    return Removal.DELETED

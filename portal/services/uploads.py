@@ -7,8 +7,10 @@ backend, a streamed copy). The size limit counts the bytes actually received, ne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import logging
 import re
 import uuid
 from collections.abc import Mapping
@@ -26,7 +28,7 @@ from django.utils import timezone
 
 from portal.models import UploadFile
 from portal.services.content_types import SNIFF_BYTES, check_content_type, sniff_content_type
-from portal.services.errors import UploadRejected
+from portal.services.errors import StorageFailed, UploadRejected
 from portal.services.events import emit_file_event
 from portal.services.filenames import validate_display_filename
 from portal.services.removal import delete_upload_bytes, staging_path, upload_storage
@@ -35,6 +37,17 @@ FILE_FIELD = "file"
 # Room for the multipart envelope (boundaries, part headers, small fields) on top of the file itself.
 ENVELOPE_BYTES = 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+logger = logging.getLogger(__name__)
+
+try:  # gunicorn reports broken chunked framing with its own (non-OSError) exceptions
+    from gunicorn.http.errors import ParseException as _FramingError
+except ImportError:  # pragma: no cover - another WSGI server
+    _FramingError = OSError
+
+# What reading the request body raises when the client goes away or sends broken framing:
+# OSError covers Django's UnreadablePostError, gunicorn's NoMoreData, resets and socket timeouts.
+_CLIENT_READ_ERRORS = (OSError, _FramingError)
 
 
 def parse_ttl_hours(*, raw: str | None) -> int:
@@ -58,6 +71,23 @@ def parse_client_sha256(*, raw: str | None) -> str | None:
     if not _SHA256.fullmatch(value):
         raise UploadRejected("invalid_checksum", "sha256 must be 64 hexadecimal characters.")
     return value
+
+
+class _ClientGone(Exception):
+    """Reading the request body failed: the client's side, whatever the exception was."""
+
+
+class _ClientStream:
+    """The request body, read-only; a failed read becomes _ClientGone, so an OSError elsewhere is the server's."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def read(self, *args) -> bytes:
+        try:
+            return self._stream.read(*args)
+        except _CLIENT_READ_ERRORS as exc:
+            raise _ClientGone(str(exc) or type(exc).__name__) from exc
 
 
 class _StagedFile(File):
@@ -189,13 +219,15 @@ def receive_upload(
     staged = None
     try:
         try:
-            fields, files = _StreamingParser(parser_meta, stream, [handler]).parse()
+            fields, files = _StreamingParser(parser_meta, _ClientStream(stream), [handler]).parse()
         except MultiPartParserError as exc:
             raise UploadRejected("malformed_multipart", f"The multipart body is malformed: {exc}") from None
         except (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent) as exc:
             raise UploadRejected("too_many_fields", str(exc), status=413) from None
-        except OSError as exc:  # the client went away mid-body
+        except _ClientGone as exc:
             raise UploadRejected("incomplete_body", f"The request body ended early: {exc}") from None
+        except OSError as exc:  # reads are _ClientGone, so this is staging: mkdir, open, write, close
+            raise _storage_failed(exc, upload=handler.upload, step="staging") from exc
         staged = files.get(FILE_FIELD)
         if staged is None:
             if handler.upload is not None:
@@ -214,18 +246,47 @@ def receive_upload(
             handler=handler, staged=staged, ttl_hours=ttl_hours, content_type=handler.content_type or "", now=now
         )
     except BaseException:
-        handler.close()
-        if staged is not None:
-            staged.close()
-        if handler.upload is not None:
-            abandon_upload(upload=handler.upload)
+        _discard(handler=handler, staged=staged)
         raise
+
+
+def _storage_failed(exc: OSError, *, upload: UploadFile | None, step: str) -> StorageFailed:
+    logger.exception(
+        "upload %s: %s failed on the server: %s",
+        upload.id if upload else None,
+        step,
+        exc,
+        extra={"event": "portal.upload_storage_failed", "upload_id": str(upload.id) if upload else None},
+    )
+    return StorageFailed(exc)
+
+
+def _discard(*, handler: _StagingHandler, staged: File | None) -> None:
+    # Runs while another exception is on its way out: nothing here may replace it. If removal fails,
+    # the row stays `uploading` or `failed`, which cleanup takes once FILE_UPLOAD_UPLOADING_GRACE_HOURS pass.
+    with contextlib.suppress(OSError):  # a flush failing on bytes being thrown away changes nothing
+        handler.close()
+    if staged is not None:
+        staged.close()  # opened read-only: nothing to flush
+    if handler.upload is None:
+        return
+    try:
+        abandon_upload(upload=handler.upload)
+    except Exception:
+        upload_id = str(handler.upload.id)
+        logger.exception(
+            "upload %s: removing the failed upload failed; cleanup will finish it",
+            upload_id,
+            extra={"event": "portal.upload_abandon_failed", "upload_id": upload_id},
+        )
 
 
 def _store(*, handler: _StagingHandler, staged: File, ttl_hours: int, content_type: str, now: datetime) -> UploadFile:
     upload = handler.upload
     try:
         saved_name = upload_storage().save(upload.storage_name, staged)
+    except OSError as exc:
+        raise _storage_failed(exc, upload=upload, step="storing") from exc
     finally:
         staged.close()
     if saved_name != upload.storage_name:  # the storage renamed it: a name clash must never be silent

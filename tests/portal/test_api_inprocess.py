@@ -139,3 +139,25 @@ def test_admin_creates_a_token_shown_once_and_revokes_it(client, media_root):
     assert client.get("/api/files", **auth(plaintext)).status_code == 200
     client.post("/admin/portal/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}, follow=True)
     assert client.get("/api/files", **auth(plaintext)).status_code == 401
+
+
+def test_malformed_ids_and_unknown_api_paths_get_json_404s(client, make_user, media_root):
+    _, token = make_user("alice")
+    for method, path in (
+        ("get", "/api/files/not-a-uuid"),
+        ("delete", "/api/files/not-a-uuid"),
+        ("get", "/api/files/12345/download"),
+        ("get", "/api/files/%2e%2e"),
+    ):
+        response = getattr(client, method)(path, **auth(token))
+        assert response.status_code == 404 and response["Content-Type"] == "application/json", (path, response)
+        assert response.json()["error"]["code"] == "not_found", path
+    for method, path in (
+        ("get", "/api/nothing-here"),
+        ("post", "/api/files/"),
+        ("get", "/api/files/a/b/c"),
+        ("put", "/api/"),
+    ):
+        response = getattr(client, method)(path)  # no token needed to learn that nothing is there
+        assert response.status_code == 404 and response["Content-Type"] == "application/json", (path, response)
+        assert response.json()["error"]["code"] == "unknown_endpoint", path

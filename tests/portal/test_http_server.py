@@ -260,6 +260,34 @@ def test_content_length_shorter_than_the_body_keeps_nothing(server, make_user):
     assert_nothing_kept(media)
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "bad-chunk-size"])
+def test_client_that_goes_away_mid_body_gets_400_incomplete_body(server, make_user, framing):
+    """Only read-side failures are the client's: a body cut off (or broken framing) is 400, and nothing is kept."""
+    base, media = server
+    _, token = make_user("alice")
+    payload = part_head(b"cut.txt") + b"c" * 200_000
+    length = "Transfer-Encoding: chunked" if framing != "content-length" else f"Content-Length: {len(payload) * 2}"
+    sock = raw_request(
+        base,
+        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n{length}\r\n\r\n",
+    )
+    try:
+        if framing == "content-length":
+            sock.sendall(payload)
+        else:
+            sock.sendall(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+            if framing == "bad-chunk-size":
+                sock.sendall(b"zz\r\nmore\r\n")
+        sock.shutdown(socket.SHUT_WR)  # the client is gone: no more bytes will ever come
+        response = read_response(sock)
+    finally:
+        sock.close()
+    assert response.startswith(b"HTTP/1.1 400"), response[:300]
+    assert b'"incomplete_body"' in response
+    assert_nothing_kept(media)
+
+
 def test_two_users_are_isolated(server, make_user):
     base, media = server
     _, alice = make_user("alice")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import threading
 from datetime import timedelta
 
@@ -110,6 +112,10 @@ def test_cleanup_that_runs_before_any_notice_still_gives_one_notice_first(store)
     assert types_for(upload) == ["file.stored", "file.expiring", "file.expired"]
 
 
+class WorkerKilled(BaseException):
+    """The process dying mid-run (not an error a run could catch and record)."""
+
+
 @pytest.mark.django_db
 def test_crash_between_deleting_bytes_and_finishing_the_row_is_completed_by_the_next_run(
     store, alice, media_root, monkeypatch
@@ -118,11 +124,11 @@ def test_crash_between_deleting_bytes_and_finishing_the_row_is_completed_by_the_
     after = upload.expires_at + HOUR
 
     def crash(**kwargs):
-        raise RuntimeError("worker killed")
+        raise WorkerKilled
 
     with monkeypatch.context() as patched:
         patched.setattr(lifecycle, "finish_removed_upload", crash)
-        with pytest.raises(RuntimeError):
+        with pytest.raises(WorkerKilled):
             lifecycle.cleanup_expired_uploads(now=after)
     # Marked (no longer served) and bytes gone, but the row and its event are not finished.
     upload.refresh_from_db()
@@ -144,13 +150,54 @@ def test_crash_after_marking_before_deleting_bytes(store, media_root, monkeypatc
     upload = store("crash2.txt")
     after = upload.expires_at + HOUR
     with monkeypatch.context() as patched:
-        patched.setattr(lifecycle, "delete_upload_bytes", lambda **kw: (_ for _ in ()).throw(OSError("disk gone")))
-        with pytest.raises(OSError):
+        patched.setattr(lifecycle, "delete_upload_bytes", lambda **kw: (_ for _ in ()).throw(WorkerKilled()))
+        with pytest.raises(WorkerKilled):
             lifecycle.cleanup_expired_uploads(now=after)
     assert UploadFile.objects.get(pk=upload.pk).status == UploadFile.Status.EXPIRED
     assert len(files_on_disk(media_root)) == 1
     assert lifecycle.cleanup_expired_uploads(now=after) == {"deleted": 1, "remaining": 0}
     assert files_on_disk(media_root) == [] and len(events("file.expired")) == 1
+
+
+@pytest.mark.django_db
+def test_a_file_that_cannot_be_deleted_is_skipped_logged_and_retried_without_blocking_newer_ones(
+    store, alice, media_root, caplog
+):
+    stuck = store("stuck.txt", ttl_hours=1)  # expires first: the head of the queue
+    other = store("other.txt", ttl_hours=2)
+    after = other.expires_at + HOUR
+    # A non-empty directory where its bytes should be: the storage's delete fails with a real OS error.
+    stuck_path = media_root / "uploads" / stuck.storage_name
+    stuck_path.unlink()
+    stuck_path.mkdir()
+    (stuck_path / "x").write_bytes(b"x")
+
+    with caplog.at_level(logging.ERROR, logger="portal"):
+        assert lifecycle.cleanup_expired_uploads(now=after) == {"deleted": 1, "remaining": 1}
+    (failure,) = [r for r in caplog.records if getattr(r, "event", None) == "portal.removal_failed"]
+    assert failure.upload_id == str(stuck.id) and failure.exc_info[1].errno == errno.ENOTEMPTY
+    assert types_for(other) == ["file.stored", "file.expiring", "file.expired"]
+    stuck.refresh_from_db()
+    assert stuck.status == UploadFile.Status.EXPIRED and stuck.cleanup_failed_at == after
+    assert "Directory not empty" in stuck.cleanup_error
+    with pytest.raises(UploadRejected) as refused:  # marked: never served again
+        open_for_download(owner=alice[0], file_id=stuck.id, now=stuck.created_at)
+    assert refused.value.status == 410
+
+    # A newer expired file is cleaned first, even in a batch of one: the failing row does not starve it.
+    newer = store("newer.txt", ttl_hours=1)
+    assert lifecycle.cleanup_expired_uploads(now=after + HOUR, limit=1) == {"deleted": 1, "remaining": 1}
+    assert not UploadFile.objects.filter(pk=newer.pk).exists()
+    # Still failing: retried, not counted as deleted, nothing emitted twice.
+    assert lifecycle.cleanup_expired_uploads(now=after + HOUR) == {"deleted": 0, "remaining": 1}
+    assert types_for(stuck) == ["file.stored"]
+
+    # Once the cause is fixed, the next run finishes it with its one file.expired.
+    (stuck_path / "x").unlink()
+    stuck_path.rmdir()
+    assert lifecycle.cleanup_expired_uploads(now=after + 2 * HOUR) == {"deleted": 1, "remaining": 0}
+    assert types_for(stuck) == ["file.stored", "file.expiring", "file.expired"]
+    assert files_on_disk(media_root) == []
 
 
 @pytest.mark.django_db
