@@ -161,3 +161,27 @@ def test_malformed_ids_and_unknown_api_paths_get_json_404s(client, make_user, me
         response = getattr(client, method)(path)  # no token needed to learn that nothing is there
         assert response.status_code == 404 and response["Content-Type"] == "application/json", (path, response)
         assert response.json()["error"]["code"] == "unknown_endpoint", path
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("invoice\u202etxt.exe", "filename_control_character"),  # RIGHT-TO-LEFT OVERRIDE: displays as invoiceexe.txt
+        ("a\u2066b\u2069.txt", "filename_control_character"),  # bidi isolates
+        ("\u200bsecret.txt", "filename_control_character"),  # zero-width space
+        ("line\u2028break.txt", "filename_control_character"),
+        ("C:evil.txt", "filename_path_traversal"),  # drive-relative on Windows
+        ("1:1 notes.txt", None),
+        # A Persian word spelt with ZERO WIDTH NON-JOINER, as ordinary Persian text is.
+        ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt", None),
+        ("Q3: plan.txt", None),
+    ],
+)
+def test_display_names_hidden_characters_rejected_legitimate_ones_kept(client, make_user, media_root, name, code):
+    _, token = make_user("alice")
+    response = upload(client, token, name=name)
+    if code is None:
+        assert response.status_code == 201 and response.json()["name"] == name, response.content
+    else:
+        assert response.status_code == 400 and response.json()["error"]["code"] == code, response.content
+        assert UploadFile.objects.count() == 0 and files_on_disk(media_root) == []
