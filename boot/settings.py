@@ -260,6 +260,25 @@ class Base(Configuration):
                 raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
         if not 0 <= cls.OUTBOX_RETRY_JITTER < 1:
             raise ImproperlyConfigured(f"OUTBOX_RETRY_JITTER: must be in [0, 1), got {cls.OUTBOX_RETRY_JITTER}")
+        # EnvInt accepts 0, which would stall delivery silently (batch) or fail every run (pool size).
+        for name in (
+            "OUTBOX_BATCH_SIZE",
+            "OUTBOX_DELIVERY_CONCURRENCY",
+            "OUTBOX_SWEEP_INTERVAL_SECONDS",
+            "OUTBOX_CLEANUP_INTERVAL_SECONDS",
+        ):
+            if getattr(cls, name) < 1:
+                raise ImproperlyConfigured(f"{name}: must be at least 1, got {getattr(cls, name)}")
+        for name in ("WEBHOOK_CONNECT_TIMEOUT", "WEBHOOK_READ_TIMEOUT"):
+            if not 0 < getattr(cls, name) < float("inf"):  # also refuses nan
+                raise ImproperlyConfigured(f"{name}: seconds, must be positive and finite, got {getattr(cls, name)}")
+        # deliver_outbox_events_task stops claiming connect + read + 5 s before its soft limit.
+        attempt = cls.WEBHOOK_CONNECT_TIMEOUT + cls.WEBHOOK_READ_TIMEOUT + 5
+        if attempt >= cls.OUTBOX_DELIVER_SOFT_TIME_LIMIT:
+            raise ImproperlyConfigured(
+                "OUTBOX_DELIVER_SOFT_TIME_LIMIT must exceed WEBHOOK_CONNECT_TIMEOUT + WEBHOOK_READ_TIMEOUT + 5 "
+                f"so one attempt fits ({cls.OUTBOX_DELIVER_SOFT_TIME_LIMIT} <= {attempt:g})"
+            )
         if cls.OUTBOX_LEASE_SECONDS <= cls.WEBHOOK_CONNECT_TIMEOUT + cls.WEBHOOK_READ_TIMEOUT:
             raise ImproperlyConfigured(
                 "OUTBOX_LEASE_SECONDS must exceed WEBHOOK_CONNECT_TIMEOUT + WEBHOOK_READ_TIMEOUT "

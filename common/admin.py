@@ -12,13 +12,13 @@ from common.models import DeliveryAttempt, OutboxEvent, WebhookDelivery, Webhook
 from common.services.endpoints import (
     create_endpoint,
     disable_endpoint,
+    queue_test_event,
     reenable_endpoint,
     rotate_secret,
     update_endpoint,
 )
 from common.services.event_matching import validate_event_type_pattern
 from common.services.network_guard import BlockedDestinationError, check_url
-from common.services.outbox import send_test_event
 from common.services.replay import replay_deliveries, retry_now
 
 
@@ -106,19 +106,28 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
-    @admin.action(description="Rotate secret (old one keeps signing during the grace period)")
+    # Every action needs the change permission: Django offers an action without `permissions` to
+    # anyone who can open the list, and rotating shows the new secret.
+    @admin.action(description="Rotate secret (old one keeps signing during the grace period)", permissions=["change"])
     def rotate_secret_action(self, request, queryset):
         for endpoint in queryset:
             rotated = rotate_secret(endpoint_id=endpoint.pk)
             self.message_user(request, f"{rotated.url}: new secret {rotated.secret}")
 
-    @admin.action(description="Send test event")
+    @admin.action(description="Send test event", permissions=["change"])
     def send_test_event_action(self, request, queryset):
+        queued = 0
         for endpoint in queryset:
-            send_test_event(endpoint_id=endpoint.pk)
-        self.message_user(request, f"Queued a webhook.test event to {queryset.count()} endpoint(s).")
+            try:
+                queue_test_event(endpoint_id=endpoint.pk)
+            except ValueError as exc:
+                self.message_user(request, f"Not sent: {exc}", messages.ERROR)
+                continue
+            queued += 1
+        if queued:
+            self.message_user(request, f"Queued a webhook.test event to {queued} endpoint(s).")
 
-    @admin.action(description="Re-enable")
+    @admin.action(description="Re-enable", permissions=["change"])
     def reenable_action(self, request, queryset):
         for endpoint in queryset:
             reenable_endpoint(endpoint_id=endpoint.pk)
@@ -126,7 +135,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             request, f"Re-enabled {queryset.count()} endpoint(s); replay their failed deliveries if needed."
         )
 
-    @admin.action(description="Disable")
+    @admin.action(description="Disable", permissions=["change"])
     def disable_action(self, request, queryset):
         for endpoint in queryset:
             disable_endpoint(endpoint_id=endpoint.pk, reason=f"disabled from the admin by {request.user}")
@@ -150,12 +159,17 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = [AttemptInline]
     actions = ["retry_now_action", "replay_action"]
 
-    @admin.action(description="Retry now (pending deliveries)")
+    def has_replay_permission(self, request) -> bool:
+        # Deliveries are read-only in the admin, so "change" cannot be the model admin's own permission;
+        # sending again is still a change to the delivery, so it needs the model's change permission.
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    @admin.action(description="Retry now (pending deliveries)", permissions=["replay"])
     def retry_now_action(self, request, queryset):
         count = retry_now(delivery_ids=list(queryset.values_list("id", flat=True)))
         self.message_user(request, f"{count} pending delivery(ies) due now.")
 
-    @admin.action(description="Replay (delivered or failed deliveries, same webhook-id)")
+    @admin.action(description="Replay (delivered or failed deliveries, same webhook-id)", permissions=["replay"])
     def replay_action(self, request, queryset):
         count = replay_deliveries(delivery_ids=list(queryset.values_list("id", flat=True)))
         level = messages.SUCCESS if count else messages.WARNING

@@ -5,22 +5,56 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from common.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from common.models import DeliveryStatus, OutboxEvent, WebhookDelivery, WebhookEndpoint
 from common.services.event_matching import validate_event_type_pattern
 from common.services.network_guard import check_url
+from common.services.outbox import send_test_event
 from common.services.signing import generate_secret
+
+_url_syntax = URLValidator(schemes=["http", "https"])
+
+
+def validate_endpoint_input(*, url: str, event_types: object, description: str) -> list[str]:
+    """Return the event type patterns, or raise ValidationError (BlockedDestinationError for a refused URL)."""
+    if not isinstance(url, str):
+        raise ValidationError({"url": f"must be a string, got {type(url).__name__}"})
+    check_url(url=url)  # scheme, host and literal addresses: the SSRF guard's own rules
+    max_url = WebhookEndpoint._meta.get_field("url").max_length
+    if len(url) > max_url:
+        raise ValidationError({"url": f"at most {max_url} characters, got {len(url)}"})
+    try:
+        _url_syntax(url)
+    except ValidationError:
+        raise ValidationError({"url": f"not a valid http(s) URL: {url!r}"}) from None
+    # A bare string would be iterated character by character; a dict or number has no meaning here.
+    if event_types is None:
+        event_types = []
+    if not isinstance(event_types, list | tuple) or not all(isinstance(p, str) for p in event_types):
+        raise ValidationError(
+            {"event_types": f'a list of event type strings, e.g. ["file.*", "user.created"], got {event_types!r}'}
+        )
+    for pattern in event_types:
+        try:
+            validate_event_type_pattern(pattern=pattern)
+        except ValueError as exc:
+            raise ValidationError({"event_types": str(exc)}) from None
+    max_description = WebhookEndpoint._meta.get_field("description").max_length
+    if not isinstance(description, str) or (max_description and len(description) > max_description):
+        raise ValidationError({"description": f"a string of at most {max_description} characters"})
+    return list(event_types)
 
 
 def create_endpoint(*, url: str, event_types: list[str] | None = None, description: str = "") -> WebhookEndpoint:
     """Create an active endpoint with a fresh `whsec_` secret, after checking the URL and patterns."""
-    check_url(url=url)
-    for pattern in event_types or []:
-        validate_event_type_pattern(pattern=pattern)
+    patterns = validate_endpoint_input(url=url, event_types=event_types, description=description)
     return WebhookEndpoint.objects.create(
-        url=url, event_types=list(event_types or []), description=description, secret=generate_secret()
+        url=url, event_types=patterns, description=description, secret=generate_secret()
     )
 
 
@@ -54,10 +88,19 @@ def disable_endpoint(*, endpoint_id: int, reason: str) -> int:
         )
         if not updated:
             return 0
-        # Leased (in-flight) deliveries are left to their dispatcher, which records the outcome.
+        # Live leases are left to their dispatcher, which records the outcome. An expired lease
+        # belongs to a dispatcher that crashed (or overran): fail it too and clear its token, so a
+        # late dispatcher's recording is fenced out instead of leaving the row pending forever.
         return WebhookDelivery.objects.filter(
-            endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, leased_until__isnull=True
-        ).update(status=DeliveryStatus.FAILED, last_error=f"endpoint disabled: {reason}"[:2000])
+            Q(leased_until__isnull=True) | Q(leased_until__lte=now),
+            endpoint_id=endpoint_id,
+            status=DeliveryStatus.PENDING,
+        ).update(
+            status=DeliveryStatus.FAILED,
+            leased_until=None,
+            lease_token=None,
+            last_error=f"endpoint disabled: {reason}"[:2000],
+        )
 
 
 def reenable_endpoint(*, endpoint_id: int) -> WebhookEndpoint:
@@ -71,10 +114,20 @@ def reenable_endpoint(*, endpoint_id: int) -> WebhookEndpoint:
 
 def update_endpoint(*, endpoint_id: int, url: str, event_types: list[str], description: str = "") -> WebhookEndpoint:
     """Change where and what an endpoint receives, after the same checks as creation; the secret is untouched."""
-    check_url(url=url)
-    for pattern in event_types:
-        validate_event_type_pattern(pattern=pattern)
+    patterns = validate_endpoint_input(url=url, event_types=event_types, description=description)
     WebhookEndpoint.objects.filter(pk=endpoint_id).update(
-        url=url, event_types=list(event_types), description=description, updated_at=timezone.now()
+        url=url, event_types=patterns, description=description, updated_at=timezone.now()
     )
     return WebhookEndpoint.objects.get(pk=endpoint_id)
+
+
+def queue_test_event(*, endpoint_id: int) -> OutboxEvent:
+    """Queue a `webhook.test` event to this endpoint; ValueError if it is disabled (it would never be sent)."""
+    with transaction.atomic():
+        # Locked so a concurrent disable cannot slip in between the check and the delivery row.
+        endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint_id)
+        if not endpoint.is_active:
+            raise ValueError(
+                f"endpoint {endpoint.id} {endpoint.url} is disabled ({endpoint.disabled_reason}); re-enable it first"
+            )
+        return send_test_event(endpoint_id=endpoint_id)

@@ -9,7 +9,7 @@ from common.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 
 def get_outbox_health() -> dict:
-    """Return delivery counts by status, in-flight/due counts, the oldest pending age and the failing endpoints."""
+    """Return counts by status, in-flight/due counts, oldest pending and oldest due ages, and failing endpoints."""
     now = timezone.now()
     by_status = dict(WebhookDelivery.objects.values_list("status").annotate(n=Count("id")).order_by())
     pending = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING)
@@ -17,6 +17,13 @@ def get_outbox_health() -> dict:
         oldest=Min("created_at"),
         in_flight=Count("id", filter=Q(leased_until__gt=now)),
         due=Count("id", filter=Q(next_attempt_at__lte=now)),
+    )
+    # Due and claimable: work a dispatcher should be doing right now. A delivery waiting out its
+    # backoff is pending but not due, so a receiver that is down does not look like a stuck dispatcher.
+    oldest_due = (
+        pending.filter(Q(leased_until__isnull=True) | Q(leased_until__lte=now), next_attempt_at__lte=now)
+        .filter(endpoint__is_active=True)
+        .aggregate(oldest=Min("next_attempt_at"))["oldest"]
     )
     failing = WebhookEndpoint.objects.filter(Q(failing_since__isnull=False) | Q(is_active=False)).annotate(
         pending=Count("deliveries", filter=Q(deliveries__status=DeliveryStatus.PENDING)),
@@ -27,6 +34,7 @@ def get_outbox_health() -> dict:
         "in_flight": summary["in_flight"],
         "due": summary["due"],
         "oldest_pending_age_seconds": (now - summary["oldest"]).total_seconds() if summary["oldest"] else None,
+        "oldest_due_age_seconds": (now - oldest_due).total_seconds() if oldest_due else None,
         "failing_endpoints": [
             {
                 "id": endpoint.id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from common.models import DeliveryStatus, WebhookDelivery
@@ -13,11 +13,14 @@ from common.services.outbox import nudge_delivery
 
 
 def retry_now(*, delivery_ids: list[int]) -> int:
-    """Make pending, unleased deliveries due immediately (the schedule continues from their attempt count)."""
+    """Make pending deliveries not under a live lease due now (the schedule continues from their attempt count)."""
+    now = timezone.now()
     with transaction.atomic():
+        # An expired lease is a crashed (or overrunning) dispatcher's: clearing its token fences that
+        # dispatcher out of recording, so the row is retried here instead of waiting on a dead owner.
         count = WebhookDelivery.objects.filter(
-            id__in=delivery_ids, status=DeliveryStatus.PENDING, leased_until__isnull=True
-        ).update(next_attempt_at=timezone.now())
+            Q(leased_until__isnull=True) | Q(leased_until__lte=now), id__in=delivery_ids, status=DeliveryStatus.PENDING
+        ).update(next_attempt_at=now, leased_until=None, lease_token=None)
         if count:
             nudge_delivery()
     return count

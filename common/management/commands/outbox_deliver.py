@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from common.services.delivery import deliver_due
 
@@ -17,6 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--drain", action="store_true", help="repeat until nothing is due")
 
     def handle(self, *args, batch, drain, **options):
+        if batch < 1:
+            raise CommandError(f"--batch must be at least 1, got {batch}")
         totals = {"processed": 0, "delivered": 0, "failed": 0}
         while True:
             result = deliver_due(limit=batch, time_budget=60)

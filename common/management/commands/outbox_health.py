@@ -10,7 +10,7 @@ from common.services.outbox_health import get_outbox_health
 
 
 class Command(BaseCommand):
-    help = "Print outbox health: delivery counts by status, the oldest pending age and the failing endpoints."
+    help = "Print outbox health: counts by status, oldest pending and oldest due ages, and the failing endpoints."
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -24,6 +24,10 @@ class Command(BaseCommand):
         self.stdout.write(f"deliveries: {counts} (due now {health['due']}, in flight {health['in_flight']})")
         age = health["oldest_pending_age_seconds"]
         self.stdout.write("oldest pending: " + ("none" if age is None else f"{age:.0f}s"))
+        due_age = health["oldest_due_age_seconds"]
+        self.stdout.write(
+            "oldest due (not yet picked up by a dispatcher): " + ("none" if due_age is None else f"{due_age:.0f}s")
+        )
         if not health["failing_endpoints"]:
             self.stdout.write("failing endpoints: none")
         for endpoint in health["failing_endpoints"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, timedelta
 
 from django.core.management.base import BaseCommand, CommandError
@@ -11,9 +12,15 @@ from django.utils.dateparse import parse_datetime
 from common.models import WebhookEndpoint
 from common.services.replay import replay_failed_for_endpoint
 
+# Ten years: far beyond any retention, and small enough that now - hours is a valid date-time.
+MAX_HOURS = 10 * 366 * 24
+
 
 def _when(value: str, name: str):
-    parsed = parse_datetime(value)
+    try:
+        parsed = parse_datetime(value)
+    except ValueError as exc:  # well-formed but impossible, e.g. month 13
+        raise CommandError(f"{name}: not a valid date-time: {value!r} ({exc})") from None
     if parsed is None:
         raise CommandError(f"{name}: not an ISO 8601 date-time: {value!r} (e.g. 2026-01-31T12:00:00Z)")
     return parsed if timezone.is_aware(parsed) else timezone.make_aware(parsed, UTC)
@@ -30,17 +37,21 @@ class Command(BaseCommand):
         parser.add_argument("--until", help="events created before this ISO 8601 time (with --since)")
 
     def handle(self, *args, endpoint_id, hours, since, until, **options):
+        if until is not None and since is None:
+            raise CommandError("--until needs --since (with --hours the window always ends now)")
+        if hours is not None:
+            if not math.isfinite(hours) or hours <= 0:
+                raise CommandError(f"--hours must be positive and finite, got {hours}")
+            if hours > MAX_HOURS:
+                raise CommandError(f"--hours must be at most {MAX_HOURS} (ten years), got {hours:g}")
+            start, end = timezone.now() - timedelta(hours=hours), None
+        else:
+            start, end = _when(since, "--since"), _when(until, "--until") if until else None
         endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id).first()
         if endpoint is None:
             raise CommandError(f"no webhook endpoint with id {endpoint_id}")
         if not endpoint.is_active:
             raise CommandError(f"endpoint {endpoint_id} is disabled ({endpoint.disabled_reason}); re-enable it first")
-        if hours is not None:
-            if hours <= 0:
-                raise CommandError("--hours must be positive")
-            start, end = timezone.now() - timedelta(hours=hours), None
-        else:
-            start, end = _when(since, "--since"), _when(until, "--until") if until else None
         try:
             count = replay_failed_for_endpoint(endpoint_id=endpoint_id, since=start, until=end)
         except ValueError as exc:

@@ -138,10 +138,16 @@ def _alarms(report: dict) -> list[dict]:
     for source in ("queues", "outbox"):
         if not report[source]["available"]:
             alarms.append({"code": "STATUS_UNAVAILABLE", "message": f"{source}: {report[source]['error']}"})
-    outbox_age = report["outbox"].get("oldest_pending_age_seconds")
+    # Due age, not pending age: deliveries in retry backoff to a down receiver are expected to wait
+    # (WEBHOOK_ENDPOINT_FAILING covers them); due work left unclaimed means the dispatchers are behind.
+    outbox_age = report["outbox"].get("oldest_due_age_seconds")
     if outbox_age is not None and outbox_age > settings.QUEUE_AGE_ALARM:
         alarms.append(
-            {"code": "OUTBOX_BACKLOG", "message": f"oldest undelivered outbox event waited {round(outbox_age)}s"}
+            {
+                "code": "OUTBOX_BACKLOG",
+                "message": f"oldest due webhook delivery not picked up for {round(outbox_age)}s "
+                f"(> QUEUE_AGE_ALARM={settings.QUEUE_AGE_ALARM})",
+            }
         )
     for endpoint in report["outbox"].get("failing_endpoints") or []:
         alarms.append(
