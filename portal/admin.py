@@ -1,12 +1,15 @@
 """Admin for uploads (read-only: writes go through services) and API tokens (created and revoked via services)."""
 
+from collections import Counter
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.template.response import TemplateResponse
 
 from portal.models import ApiToken, UploadFile
-from portal.services.removal import delete_upload
-from portal.services.tokens import create_api_token, revoke_api_token
+from portal.services.removal import Removal, delete_upload
+from portal.services.tokens import create_api_token, rename_api_token, revoke_api_token
 
 
 class ApiTokenCreationForm(forms.ModelForm):
@@ -36,16 +39,31 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            obj.save(update_fields=["name"])
+            rename_api_token(token=obj, name=form.cleaned_data["name"])
             return
         issued = create_api_token(user=form.cleaned_data["user"], name=form.cleaned_data["name"])
         obj.pk = issued.token.pk
-        # The only time the plaintext exists outside the client: show it once, never store it.
-        self.message_user(
+        request._portal_issued_token = issued  # read by response_add, on this request only
+
+    def response_add(self, request, obj, post_url_continue=None):
+        issued = getattr(request, "_portal_issued_token", None)
+        if issued is None:
+            return super().response_add(request, obj, post_url_continue)
+        # The only time the plaintext exists outside the client: rendered into this response and nowhere
+        # else. Not a message (the messages framework keeps them in a cookie or the session), not cached.
+        response = TemplateResponse(
             request,
-            f"Token created. Copy it now, it will not be shown again: {issued.plaintext}",
-            messages.WARNING,
+            "admin/portal/apitoken/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "token": issued.token,
+                "plaintext": issued.plaintext,
+                "title": "API token created",
+            },
         )
+        response["Cache-Control"] = "no-store"
+        return response
 
     def has_delete_permission(self, request, obj=None):
         return False  # revoke instead: a revoked token stays listed for audit
@@ -73,10 +91,19 @@ class UploadFileAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False  # the action below removes bytes and emits file.deleted
 
-    @admin.action(description="Delete selected files (removes bytes, emits file.deleted)")
+    @admin.action(description="Delete selected files (removes bytes, emits file.deleted or file.expired)")
     def delete_files(self, request, queryset):
-        count = 0
-        for upload in queryset:
-            delete_upload(upload=upload)
-            count += 1
-        self.message_user(request, f"Deleted {count} file(s).", messages.SUCCESS)
+        outcomes = Counter(delete_upload(upload=upload) for upload in queryset)
+        parts = [f"Deleted {outcomes[Removal.DELETED]} file(s)."]
+        if outcomes[Removal.SKIPPED]:
+            parts.append(
+                f"Skipped {outcomes[Removal.SKIPPED]} still uploading or failing "
+                "(left to their request; cleanup removes them if they stall)."
+            )
+        if outcomes[Removal.PENDING]:
+            parts.append(
+                f"{outcomes[Removal.PENDING]} could not be removed now (see the log and cleanup_error): "
+                "no longer served, cleanup retries them."
+            )
+        level = messages.SUCCESS if set(outcomes) <= {Removal.DELETED} else messages.WARNING
+        self.message_user(request, " ".join(parts), level)

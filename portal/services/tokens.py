@@ -34,6 +34,13 @@ def create_api_token(*, user: AbstractBaseUser, name: str = "") -> IssuedToken:
     return IssuedToken(token=token, plaintext=plaintext)
 
 
+def rename_api_token(*, token: ApiToken, name: str) -> ApiToken:
+    """Change only the display name of `token`; its secret, hash, owner and revocation stay as they are."""
+    ApiToken.objects.filter(pk=token.pk).update(name=name[:100])
+    token.refresh_from_db()
+    return token
+
+
 def revoke_api_token(*, token: ApiToken) -> ApiToken:
     """Revoke `token` for good; revoking twice keeps the first revocation time."""
     ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

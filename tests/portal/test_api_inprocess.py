@@ -130,13 +130,25 @@ def test_admin_creates_a_token_shown_once_and_revokes_it(client, media_root):
 
     admin_user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
     client.force_login(admin_user)
-    response = client.post("/admin/portal/apitoken/add/", {"user": admin_user.pk, "name": "from admin"}, follow=True)
-    assert response.status_code == 200
-    (message,) = [str(m) for m in response.context["messages"] if "Token created" in str(m)]
-    plaintext = message.rsplit(" ", 1)[-1]
+    response = client.post("/admin/portal/apitoken/add/", {"user": admin_user.pk, "name": "from admin"})
+    # Shown in this response only: not a redirect to a message kept in a cookie or the session.
+    assert response.status_code == 200 and "no-store" in response["Cache-Control"]
+    plaintext = response.context["plaintext"]
     token = ApiToken.objects.get(name="from admin")
     assert plaintext.startswith("dt_") and token.token_hash == hashlib.sha256(plaintext.encode()).hexdigest()
+    assert f'<code id="api-token">{plaintext}</code>' in response.content.decode()
+    assert all(plaintext not in morsel.value for morsel in response.cookies.values())
+    assert all(plaintext not in str(value) for value in client.session.values())
+    later = client.get("/admin/portal/apitoken/")
+    assert plaintext not in later.content.decode() and all(plaintext not in m.value for m in later.cookies.values())
     assert client.get("/api/files", **auth(plaintext)).status_code == 200
+
+    # Renaming goes through the service and touches nothing else.
+    before = ApiToken.objects.values("token_hash", "prefix", "user", "revoked_at").get(pk=token.pk)
+    renamed = client.post(f"/admin/portal/apitoken/{token.pk}/change/", {"name": "renamed"})
+    assert renamed.status_code == 302, renamed.content
+    assert ApiToken.objects.get(pk=token.pk).name == "renamed"
+    assert ApiToken.objects.values("token_hash", "prefix", "user", "revoked_at").get(pk=token.pk) == before
     client.post("/admin/portal/apitoken/", {"action": "revoke", "_selected_action": [token.pk]}, follow=True)
     assert client.get("/api/files", **auth(plaintext)).status_code == 401
 
@@ -185,3 +197,28 @@ def test_display_names_hidden_characters_rejected_legitimate_ones_kept(client, m
     else:
         assert response.status_code == 400 and response.json()["error"]["code"] == code, response.content
         assert UploadFile.objects.count() == 0 and files_on_disk(media_root) == []
+
+
+def test_admin_delete_action_reports_what_happened_and_leaves_uploads_in_progress_alone(client, make_user, media_root):
+    from django.contrib.auth import get_user_model
+
+    from portal.services.removal import staging_path
+    from portal.services.uploads import begin_upload
+
+    owner, token = make_user("alice")
+    stored = upload(client, token, name="done.txt").json()
+    in_progress = begin_upload(owner=owner, original_filename="half.bin")
+    part = staging_path(upload_id=in_progress.id)
+    part.write_bytes(b"half of a file")  # its request is still streaming into this
+    admin_user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(admin_user)
+    response = client.post(
+        "/admin/portal/uploadfile/",
+        {"action": "delete_files", "_selected_action": [stored["id"], str(in_progress.id)]},
+        follow=True,
+    )
+    (message,) = [str(m) for m in response.context["messages"]]
+    assert message.startswith("Deleted 1 file(s). Skipped 1 still uploading"), message
+    assert not UploadFile.objects.filter(pk=stored["id"]).exists() and len(events("file.deleted")) == 1
+    assert UploadFile.objects.get(pk=in_progress.id).status == UploadFile.Status.UPLOADING
+    assert part.read_bytes() == b"half of a file"
