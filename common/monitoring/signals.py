@@ -7,6 +7,7 @@ import os
 
 from celery import signals
 from django.conf import settings
+from django.db import close_old_connections
 
 from common.monitoring import task_logging  # noqa: F401 - connects the task log receivers
 
@@ -16,6 +17,8 @@ if settings.LOG_FORMAT == "json":
     # Warnings (e.g. Celery's SecurityWarning) become log records, hence JSON too.
     logging.captureWarnings(True)
     signals.setup_logging.connect(configure_json_logging, weak=False)
+
+logger = logging.getLogger(__name__)
 
 _heartbeat = None
 
@@ -46,12 +49,36 @@ def _stop_worker_heartbeat(sender=None, **_kwargs) -> None:
 
 @signals.beat_init.connect
 def _guard_beat(sender=None, **_kwargs) -> None:
-    from common.monitoring.services.beat_leadership import install_beat_leadership
+    # Celery's Signal.send logs and swallows a receiver's Exception, so an unguarded beat would carry on
+    # and dispatch next to the leader. Fail closed: SystemExit is not an Exception, so it ends the process.
+    try:
+        from common.monitoring.services.beat_leadership import install_beat_leadership
+
+        install_beat_leadership(service=sender, on_leadership=lambda: _reconcile_schedules(sender.app))
+    except Exception as exc:
+        logger.critical(
+            "beat leadership guard could not be installed; exiting rather than dispatching unguarded: %r",
+            exc,
+            exc_info=True,
+            extra={"event": "beat.guard_failed"},
+        )
+        raise SystemExit(f"beat leadership guard could not be installed: {exc!r}") from exc
+
+
+def _reconcile_schedules(app) -> None:
+    # Only the leader reconciles (an old-version standby during a rolling deploy must not undo the new
+    # version's schedule), and a failure here must never stop dispatching: log it and carry on.
     from common.monitoring.services.schedule_reconciliation import reconcile_settings_schedules
 
-    app = sender.app
     names = set(app.conf.beat_schedule)
     if app.conf.result_expires:
         names.add("celery.backend_cleanup")  # django-celery-beat installs it at every start
-    reconcile_settings_schedules(names=names)
-    install_beat_leadership(service=sender)
+    try:
+        reconcile_settings_schedules(names=names)
+    except Exception as exc:
+        logger.exception(
+            "beat schedule reconciliation failed; dispatching the schedule as it is: %r",
+            exc,
+            extra={"event": "beat.reconcile_failed", "error": str(exc)},
+        )
+        close_old_connections()

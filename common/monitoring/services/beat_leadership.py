@@ -23,6 +23,8 @@ import contextlib
 import logging
 import os
 import socket
+import time
+from collections.abc import Callable
 
 import psycopg
 from django.conf import settings
@@ -52,6 +54,10 @@ class LeadershipLost(Exception):
     """The lock session is gone or no longer holds the lock: stop dispatching."""
 
 
+class SlotGone(Exception):
+    """The periodic task row of a due slot was deleted (in the admin) while this beat still leads."""
+
+
 class BeatLeadership:
     """The lock connection of one beat process, and the row that shows it on the status screen."""
 
@@ -64,6 +70,9 @@ class BeatLeadership:
         self.conn: psycopg.Connection | None = None
         self.row_id: int | None = None
         self.is_leader = False
+        # After losing the lock, wait this long (monotonic) before competing again: a standby that
+        # polls every poll_interval gets the lock first, rather than the beat whose session just died.
+        self.yield_until = 0.0
 
     # --- the lock connection ---------------------------------------------------
     def _connect(self) -> psycopg.Connection:
@@ -113,7 +122,7 @@ class BeatLeadership:
                 self.conn = self._connect()
                 self.is_leader = False
             self._ensure_row()
-            if not self.is_leader:
+            if not self.is_leader and time.monotonic() >= self.yield_until:
                 self.is_leader = self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEYS).fetchone()[0]
             held = self.conn.execute(f"SELECT {_HOLDS_LOCK}", LOCK_KEYS).fetchone()[0]
             self.conn.execute(
@@ -122,6 +131,8 @@ class BeatLeadership:
                 "WHERE id = %s",
                 [held, held, self.row_id],
             )
+            if self.is_leader and not held:
+                self.yield_until = time.monotonic() + 2 * self.poll_interval
             self.is_leader = bool(held)
         except psycopg.Error as exc:
             if self.is_leader or self.conn is not None:
@@ -130,6 +141,8 @@ class BeatLeadership:
                     str(exc).strip(),
                     extra={"event": "beat.lock_connection_failed", "error": str(exc).strip()},
                 )
+            if self.is_leader:
+                self.yield_until = time.monotonic() + 2 * self.poll_interval
             self.is_leader = False
             self._close()
         return self.is_leader
@@ -151,7 +164,7 @@ class BeatLeadership:
         if not still_leader:
             raise LeadershipLost("lock no longer held")
         # Still leader, so the row itself is gone (deleted in the admin): skip the slot, keep leading.
-        raise LookupError(f"periodic task {task_pk} no longer exists")
+        raise SlotGone(f"periodic task {task_pk} no longer exists")
 
     def resign(self, *, stopping: bool = False) -> None:
         """Give up the lock (closing its session); when stopping, also mark this beat stopped."""
@@ -163,12 +176,14 @@ class BeatLeadership:
                 )
         except psycopg.Error:
             pass
+        if self.is_leader:
+            self.yield_until = time.monotonic() + 2 * self.poll_interval
         self.is_leader = False
         self._close()
 
 
-def install_beat_leadership(*, service) -> BeatLeadership:
-    """Make `service` (a celery.beat.Service) dispatch only while it holds the beat lock."""
+def install_beat_leadership(*, service, on_leadership: Callable[[], None] | None = None) -> BeatLeadership:
+    """Make `service` dispatch only while it holds the beat lock; on_leadership runs on gaining it."""
     from django_celery_beat.schedulers import DatabaseScheduler
 
     scheduler = service.scheduler
@@ -194,13 +209,21 @@ def install_beat_leadership(*, service) -> BeatLeadership:
                 leadership.persist_slot(
                     task_pk=model.pk, last_run_at=model.last_run_at, total_run_count=model.total_run_count
                 )
-            except LookupError:
+            except SlotGone:
                 forget_schedule()
                 raise
             if is_database_scheduler:
                 # Already written, fenced by the lock. Dropping it from the dirty set keeps a deposed
                 # leader's periodic sync() from writing an older last_run_at over the new leader's.
                 scheduler._dirty.discard(new_entry.name)
+                # django-celery-beat leaves the old entry (with the old last_run_at) in its schedule dict. If
+                # the heap is rebuilt from that dict without a reload (its _heap_invalidated flag, set when a
+                # change is seen mid-tick, as after every takeover), the slot just sent is due again and
+                # goes out twice. Advance the dict's entry too, so any rebuild sees this slot as sent.
+                held = (scheduler._schedule or {}).get(new_entry.name)
+                if held is not None:
+                    held.last_run_at = held.model.last_run_at = new_entry.last_run_at
+                    held.total_run_count = held.model.total_run_count = new_entry.total_run_count
         return new_entry
 
     def tick(*args, **kwargs):
@@ -216,10 +239,12 @@ def install_beat_leadership(*, service) -> BeatLeadership:
                 leadership.pid,
                 extra={"event": "beat.leadership_acquired", "pid": leadership.pid},
             )
+            if on_leadership is not None:
+                on_leadership()
             forget_schedule()
         try:
             interval = original_tick(*args, **kwargs)
-        except LookupError:
+        except SlotGone:
             return 0
         except (LeadershipLost, DjangoDatabaseError) as exc:
             logger.warning(

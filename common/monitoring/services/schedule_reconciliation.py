@@ -34,8 +34,12 @@ def reconcile_settings_schedules(*, names: Iterable[str]) -> dict:
             if name not in names and not entry.disabled_by_reconcile:
                 if _set_enabled(name, enabled=False):
                     disabled.append(name)
-                entry.disabled_by_reconcile = True
-                entry.save(update_fields=["disabled_by_reconcile"])
+                    entry.disabled_by_reconcile = True
+                    entry.save(update_fields=["disabled_by_reconcile"])
+                else:
+                    # Already disabled (or deleted) by an operator: that choice is theirs, so we stop
+                    # tracking it and will never re-enable it, even if it returns to settings.
+                    entry.delete()
             elif name in names and entry.disabled_by_reconcile:
                 # It came back to settings: undo our own disabling (and only ours).
                 if _set_enabled(name, enabled=True):

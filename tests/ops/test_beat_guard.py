@@ -1,0 +1,60 @@
+"""Beat start-up: the leadership guard fails closed, and reconciliation respects what an operator disabled."""
+
+from __future__ import annotations
+
+import pytest
+from celery import signals
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.schedulers import DatabaseScheduler
+
+from boot.celery import app as celery_app
+from common.monitoring.models import SettingsScheduleEntry
+from common.monitoring.services import beat_leadership
+from common.monitoring.services.schedule_reconciliation import reconcile_settings_schedules
+
+
+def test_a_beat_whose_guard_cannot_be_installed_exits_instead_of_dispatching(monkeypatch):
+    def broken(**_kwargs):
+        raise RuntimeError("cannot reach the lock database")
+
+    monkeypatch.setattr(beat_leadership, "install_beat_leadership", broken)
+    # Celery's Signal.send swallows an Exception from a receiver; SystemExit must get through and end beat.
+    with pytest.raises(SystemExit, match="beat leadership guard could not be installed"):
+        signals.beat_init.send(sender=object())
+
+
+@pytest.mark.django_db
+def test_entry_an_operator_disabled_stays_disabled_when_it_leaves_settings_and_returns():
+    hourly = IntervalSchedule.objects.create(every=3600, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="nightly", task="common.tasks.heartbeat", interval=hourly, enabled=False)
+    SettingsScheduleEntry.objects.create(name="nightly", last_seen_in_settings="2020-01-01T00:00Z")
+
+    gone = reconcile_settings_schedules(names=set())
+    back = reconcile_settings_schedules(names={"nightly"})
+
+    assert gone["disabled"] == [] and back["enabled"] == []
+    assert PeriodicTask.objects.get(name="nightly").enabled is False
+
+
+@pytest.mark.django_db
+def test_entry_reconciliation_disabled_is_enabled_again_when_it_returns_to_settings():
+    hourly = IntervalSchedule.objects.create(every=3600, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="nightly", task="common.tasks.heartbeat", interval=hourly)
+    SettingsScheduleEntry.objects.create(name="nightly", last_seen_in_settings="2020-01-01T00:00Z")
+
+    assert reconcile_settings_schedules(names=set())["disabled"] == ["nightly"]
+    assert PeriodicTask.objects.get(name="nightly").enabled is False
+    assert reconcile_settings_schedules(names={"nightly"})["enabled"] == ["nightly"]
+    assert PeriodicTask.objects.get(name="nightly").enabled is True
+
+
+@pytest.mark.django_db(transaction=True)  # the scheduler closes connections that are inside a transaction
+def test_beat_start_keeps_a_settings_entry_the_operator_disabled_disabled():
+    # What django-celery-beat does at each beat start: write CELERY_BEAT_SCHEDULE into its table.
+    DatabaseScheduler(app=celery_app, lazy=True).setup_schedule()
+    PeriodicTask.objects.filter(name="celery.backend_cleanup").update(enabled=False)
+
+    DatabaseScheduler(app=celery_app, lazy=True).setup_schedule()  # the next start
+    reconcile_settings_schedules(names=set(celery_app.conf.beat_schedule) | {"celery.backend_cleanup"})
+
+    assert PeriodicTask.objects.get(name="celery.backend_cleanup").enabled is False
