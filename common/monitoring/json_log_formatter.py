@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 # Attributes every LogRecord has; anything else came in through `extra=` and is worth keeping.
@@ -24,6 +25,18 @@ class JsonLogFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
+        if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
+            # Gunicorn passes the request's fields ("atoms") as the format arguments: keep them as fields.
+            atoms = record.args
+            entry.update(
+                event="http.request",
+                method=atoms.get("m"),
+                path=atoms.get("U"),
+                status=int(atoms["s"]) if str(atoms.get("s", "")).isdigit() else atoms.get("s"),
+                bytes=atoms.get("B"),
+                duration_ms=round(atoms["D"] / 1000, 3) if isinstance(atoms.get("D"), int) else None,
+                remote_addr=atoms.get("h"),
+            )
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:

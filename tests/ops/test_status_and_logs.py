@@ -7,13 +7,14 @@ import json
 import re
 
 import pytest
+import requests
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django_celery_results.models import TaskResult
 
 from boot.celery import app as celery_app
 from common.monitoring.models import WorkerHeartbeat
-from tests.processes import celery_command, wait_until
+from tests.processes import PROJECT_DIR, celery_command, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +108,34 @@ def test_json_log_format_logs_every_task_event_as_one_object_per_line(start_proc
         assert record["queue"] == "default" and record["outcome"] == outcome
         assert record["task_name"] and isinstance(record["runtime"], float)
     assert "ValueError" in events[("task.failed", sent["failed"])]["error"]
+
+
+def test_json_log_format_makes_every_line_of_the_procfile_web_process_json(start_process):
+    web_line = next(line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    # The Procfile's command as deployed, minus its leading VAR=value (the test keeps the Test configuration).
+    web_command = re.sub(r"^(\w+=\S+\s+)*", "", web_line.removeprefix("web:").strip())
+    port = free_port()
+    web = start_process(
+        "jsonweb", ["bash", "-c", f"exec {web_command}"], PORT=str(port), WEB_CONCURRENCY="1", LOG_FORMAT="json"
+    )
+    web.wait_for_output("Booting worker", timeout=60)
+
+    def answers():
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        except requests.ConnectionError:
+            return None
+
+    assert wait_until(answers, 30, "gunicorn to answer").status_code == 200
+    assert requests.get(f"http://127.0.0.1:{port}/no-such-page", timeout=5).status_code == 404
+    web.wait_for_output("/no-such-page", timeout=10)
+    web.stop()
+
+    records = [json.loads(line) for line in web.output().splitlines() if line.strip()]  # each line is JSON
+    loggers = {r["logger"] for r in records}
+    assert {"gunicorn.error", "gunicorn.access", "django.request"} <= loggers, loggers
+    requests_seen = {(r["path"], r["status"]) for r in records if r.get("event") == "http.request"}
+    assert {("/healthz", 200), ("/no-such-page", 404)} <= requests_seen
 
 
 def test_text_log_format_is_the_default_and_human_readable(start_worker):
