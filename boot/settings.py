@@ -233,6 +233,7 @@ class Base(Configuration):
     OUTBOX_LEASE_SECONDS = setting(EnvInt, 60)
     OUTBOX_BATCH_SIZE = setting(EnvInt, 500)  # deliveries per deliver_outbox_events_task run
     OUTBOX_DELIVERY_CONCURRENCY = setting(EnvInt, 8)  # parallel HTTP requests per dispatcher
+    OUTBOX_CLAIM_ROUNDS = setting(EnvInt, 4)  # one claim leases CONCURRENCY x this many deliveries
     OUTBOX_DELIVER_SOFT_TIME_LIMIT = setting(EnvInt, 120)
     OUTBOX_SWEEP_INTERVAL_SECONDS = setting(EnvInt, 60)
     OUTBOX_CLEANUP_INTERVAL_SECONDS = setting(EnvInt, 3600)
@@ -258,6 +259,8 @@ class Base(Configuration):
                 ipaddress.ip_network(network, strict=False)
             except ValueError as exc:
                 raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
+        if cls.OUTBOX_CLAIM_ROUNDS < 1:
+            raise ImproperlyConfigured(f"OUTBOX_CLAIM_ROUNDS: must be at least 1, got {cls.OUTBOX_CLAIM_ROUNDS}")
         if not 0 <= cls.OUTBOX_RETRY_JITTER < 1:
             raise ImproperlyConfigured(f"OUTBOX_RETRY_JITTER: must be in [0, 1), got {cls.OUTBOX_RETRY_JITTER}")
         # EnvInt accepts 0, which would stall delivery silently (batch) or fail every run (pool size).

@@ -66,17 +66,21 @@ class AttemptOutcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-_local = {"pid": None, "session": None, "executor": None}
+_local = {"key": None, "session": None, "executor": None}
 _local_lock = threading.Lock()
 
 
 def _session_and_executor() -> tuple[requests.Session, ThreadPoolExecutor]:
-    # One pooled Session per process (Celery forks its pool children after import).
+    # One pooled Session per process (Celery forks its pool children after import), rebuilt if the
+    # concurrency setting changed (tests change it), so the thread count always matches the setting.
     with _local_lock:
-        if _local["pid"] != os.getpid():
-            size = settings.OUTBOX_DELIVERY_CONCURRENCY
+        size = settings.OUTBOX_DELIVERY_CONCURRENCY
+        if _local["key"] != (os.getpid(), size):
+            if _local["executor"] is not None and _local["key"][0] == os.getpid():
+                _local["executor"].shutdown(wait=False)
+                _local["session"].close()
             _local.update(
-                pid=os.getpid(),
+                key=(os.getpid(), size),
                 session=guarded_session(pool_size=size),
                 executor=ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhook"),
             )
@@ -350,31 +354,53 @@ def record_attempts(*, results: list[tuple[ClaimedDelivery, AttemptOutcome]]) ->
     return counts
 
 
+def release_leases(*, claimed: list[ClaimedDelivery]) -> None:
+    """Make still-leased deliveries that were not sent due again at once (nothing is recorded for them)."""
+    if not claimed:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE common_webhookdelivery SET leased_until = NULL, lease_token = NULL, next_attempt_at = %s "
+            "WHERE id = ANY(%s) AND lease_token = ANY(%s)",
+            [timezone.now(), [c.id for c in claimed], list({c.lease_token for c in claimed})],
+        )
+
+
 def _summary(result: AttemptOutcome) -> str:
     return f"HTTP {result.status_code}" if result.status_code else result.error[:200]
+
+
+def latest_start(*, claimed_at: float, run_deadline: float) -> float:
+    """When a request of a claim made at `claimed_at` may start at the latest (time.monotonic() seconds)."""
+    timeout = settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_READ_TIMEOUT
+    # Starting by then, it ends (one timeout later) with half the lease's spare time left for recording
+    # it (settings guarantee OUTBOX_LEASE_SECONDS > connect + read timeout). And never after the run's
+    # time budget, so a run's last request ends at most one timeout after the budget.
+    return min(claimed_at + (settings.OUTBOX_LEASE_SECONDS - timeout) / 2, run_deadline)
 
 
 def deliver_due(*, limit: int, time_budget: float) -> dict[str, int]:
     """Send up to `limit` due deliveries within `time_budget` seconds; returns processed/delivered/failed/remaining."""
     session, executor = _session_and_executor()
     deadline = time.monotonic() + time_budget
-    chunk = settings.OUTBOX_DELIVERY_CONCURRENCY
+    # Several requests per thread per claim: the claim and the recording cost a few round trips
+    # whatever their size, and threads stay busy until the whole claim is sent.
+    claim_size = settings.OUTBOX_DELIVERY_CONCURRENCY * settings.OUTBOX_CLAIM_ROUNDS
     totals = {"processed": 0, "delivered": 0, "failed": 0}
-
-    def record(results: list[tuple[ClaimedDelivery, AttemptOutcome]]) -> None:
-        counts = record_attempts(results=results)
-        totals["delivered"] += counts["delivered"]
-        totals["failed"] += counts["failed"]
-
-    previous: list[tuple[ClaimedDelivery, AttemptOutcome]] = []
     while totals["processed"] < limit and time.monotonic() < deadline:
-        # Claim only once the previous chunk's requests are done, so a lease never waits for a free thread.
-        claimed = claim_due_deliveries(limit=min(chunk, limit - totals["processed"]))
+        claimed_at = time.monotonic()
+        claimed = claim_due_deliveries(limit=min(claim_size, limit - totals["processed"]))
         if not claimed:
             break
-        futures = [executor.submit(send, session=session, claimed=c) for c in claimed]
-        record(previous)  # while this chunk is on the wire
-        previous = [(c, future.result()) for c, future in zip(claimed, futures, strict=True)]
-        totals["processed"] += len(claimed)
-    record(previous)
+        start_by = latest_start(claimed_at=claimed_at, run_deadline=deadline)
+
+        def send_in_time(claimed: ClaimedDelivery, start_by: float = start_by) -> AttemptOutcome | None:
+            return send(session=session, claimed=claimed) if time.monotonic() <= start_by else None
+
+        results = list(zip(claimed, executor.map(send_in_time, claimed), strict=True))
+        counts = record_attempts(results=[(c, outcome) for c, outcome in results if outcome is not None])
+        release_leases(claimed=[c for c, outcome in results if outcome is None])
+        totals["processed"] += counts["delivered"] + counts["failed"] + counts["stale"]
+        totals["delivered"] += counts["delivered"]
+        totals["failed"] += counts["failed"]
     return {**totals, "remaining": count_due()}
