@@ -23,20 +23,26 @@ logger = logging.getLogger(__name__)
 _heartbeat = None
 
 
+def tasks_finished() -> int:
+    """Tasks this worker process has finished (succeeded, failed or retried), not merely accepted."""
+    from celery.worker import state
+
+    # total_count counts tasks when accepted; those still running are not done yet.
+    return max(0, sum(state.total_count.values()) - len(state.active_requests))
+
+
 @signals.worker_ready.connect
 def _start_worker_heartbeat(sender=None, **_kwargs) -> None:
     global _heartbeat
     if _heartbeat is not None:  # worker_ready fires again after a broker reconnect
         return
-    from celery.worker import state
-
     from common.monitoring.services.worker_heartbeats import HeartbeatThread
 
     _heartbeat = HeartbeatThread(
         hostname=sender.hostname,
         pid=os.getpid(),
         queues=list(sender.app.amqp.queues.consume_from),
-        tasks_done=lambda: sum(state.total_count.values()),
+        tasks_done=tasks_finished,
     )
     _heartbeat.start()
 

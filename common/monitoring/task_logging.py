@@ -10,6 +10,7 @@ import logging
 import time
 
 from celery import signals
+from celery.exceptions import TimeLimitExceeded
 
 logger = logging.getLogger("doorito.tasks")
 
@@ -22,14 +23,15 @@ def _queue(request) -> str | None:
     return info.get("routing_key") or info.get("exchange") or None
 
 
-def _log(level: int, outcome: str, *, task_id: str, name: str, request, **more) -> None:
+def _log(level: int, outcome: str, *, task_id: str, name: str, request, queue=None, runtime=None, **more) -> None:
     started = _started.get(task_id)
-    runtime = round(time.monotonic() - started, 6) if started is not None and outcome != "started" else None
+    if runtime is None and started is not None and outcome != "started":
+        runtime = round(time.monotonic() - started, 6)
     fields = {
         "event": f"task.{outcome}",
         "task_id": task_id,
         "task_name": name,
-        "queue": _queue(request),
+        "queue": _queue(request) or queue,
         "runtime": runtime,
         "outcome": outcome,
         "retries": getattr(request, "retries", None),
@@ -63,14 +65,31 @@ def _on_retry(sender=None, request=None, reason=None, **_kwargs) -> None:
 @signals.task_failure.connect
 def _on_failure(sender=None, task_id=None, exception=None, **_kwargs) -> None:
     request = getattr(sender, "request", None)
+    queue = runtime = None
+    if isinstance(exception, TimeLimitExceeded) and _queue(request) is None:
+        # A hard time limit is reported from the worker's main process, which has neither the task's
+        # delivery info nor its start time (both lived in the killed child): log where the task is
+        # routed, and the limit it ran into as its runtime.
+        queue = _routed_queue(sender)
+        runtime = float(exception.args[0]) if exception.args else None
     _log(
         logging.ERROR,
         "failed",
         task_id=task_id,
         name=getattr(sender, "name", "?"),
         request=request,
+        queue=queue,
+        runtime=runtime,
         error=f"{type(exception).__name__}: {exception}",
     )
+
+
+def _routed_queue(task) -> str | None:
+    try:
+        queue = task.app.amqp.router.route({}, task.name)["queue"]
+    except Exception:  # logging must never fail because routing could not be worked out
+        return None
+    return getattr(queue, "name", queue)
 
 
 @signals.task_postrun.connect

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.db import connection, transaction
 
 from boot.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
 
 
 def _check_database() -> None:
@@ -42,7 +46,7 @@ def check_readiness() -> dict:
                 check()
             results[name] = {"ok": True}
         except Exception as exc:  # a readiness probe must report, not crash
-            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+            results[name] = _failed(name, exc)
     ok = all(r["ok"] for r in results.values())
     background = _check_background() if ok else None
     return {
@@ -60,4 +64,16 @@ def _check_background() -> dict | None:
         with transaction.atomic():
             return background_health()
     except Exception as exc:  # a readiness probe must report, not crash
-        return {"ok": False, "error": f"{type(exc).__name__}: {str(exc).strip()[:300]}"}
+        return _failed("background", exc)
+
+
+def _failed(name: str, exc: Exception) -> dict:
+    # /readyz is public: the exception text (hosts, ports, user names, SQL) goes to the log, not the response.
+    logger.warning(
+        "readiness check %s failed: %s: %s",
+        name,
+        type(exc).__name__,
+        str(exc).strip(),
+        extra={"event": "readiness.check_failed", "check": name, "error": f"{type(exc).__name__}: {exc}"},
+    )
+    return {"ok": False, "error": f"{type(exc).__name__} (details in the web log)"}

@@ -1,4 +1,4 @@
-"""Beat start-up: the leadership guard fails closed, and reconciliation respects what an operator disabled."""
+"""In-process checks: the beat guard fails closed, reconciliation respects operators, heartbeat task counts."""
 
 from __future__ import annotations
 
@@ -58,3 +58,24 @@ def test_beat_start_keeps_a_settings_entry_the_operator_disabled_disabled():
     reconcile_settings_schedules(names=set(celery_app.conf.beat_schedule) | {"celery.backend_cleanup"})
 
     assert PeriodicTask.objects.get(name="celery.backend_cleanup").enabled is False
+
+
+def test_heartbeat_tasks_done_counts_finished_tasks_not_running_ones():
+    from celery.worker import state
+
+    from common.monitoring.signals import tasks_finished
+
+    class Request:  # the two attributes Celery's worker state reads from its Request
+        def __init__(self, task_id):
+            self.id, self.name = task_id, "common.tasks.heartbeat"
+
+    before = tasks_finished()
+    running, finished = Request("running"), Request("finished")
+    state.task_accepted(running)
+    state.task_accepted(finished)
+    state.task_ready(finished)
+    try:
+        assert tasks_finished() == before + 1
+    finally:
+        state.task_ready(running)
+    assert tasks_finished() == before + 2

@@ -92,8 +92,10 @@ def test_json_log_format_logs_every_task_event_as_one_object_per_line(start_proc
         "failed": celery_app.send_task("ops_sample.fail", queue="default").id,
         "retried": celery_app.send_task("ops_sample.retry_once", queue="default").id,
     }
+    # Killed by the hard time limit: reported from the worker's main process, not the child that ran it.
+    timed_out = celery_app.send_task("ops_sample.sleep", args=[30], queue="default", time_limit=1).id
     worker.wait_for_output(r'"event": "task\.succeeded"', timeout=60, count=2)  # heartbeat + retry_once's rerun
-    worker.wait_for_output(r'"event": "task\.failed"', timeout=30)
+    worker.wait_for_output(r'"event": "task\.failed"', timeout=30, count=2)
     worker.stop()
 
     records = []
@@ -108,6 +110,9 @@ def test_json_log_format_logs_every_task_event_as_one_object_per_line(start_proc
         assert record["queue"] == "default" and record["outcome"] == outcome
         assert record["task_name"] and isinstance(record["runtime"], float)
     assert "ValueError" in events[("task.failed", sent["failed"])]["error"]
+    killed = events[("task.failed", timed_out)]
+    assert "TimeLimitExceeded" in killed["error"]
+    assert killed["queue"] == "default" and killed["runtime"] == 1.0
 
 
 def test_json_log_format_makes_every_line_of_the_procfile_web_process_json(start_process):
