@@ -117,19 +117,21 @@ def worker_args(*extra: str) -> list[str]:
 
 def test_worker_sigterm_finishes_the_running_task_and_leaves_queued_ones(cluster):
     _pg, url, start = cluster
-    first = start("worker-a", worker_args("-c", "1", "-n", "a@%h"))
+    # Concurrency 1 and prefetch 1: the worker holds only the message it runs, so the queued ones are
+    # certainly not started before the SIGTERM (with a larger prefetch Celery may run what it prefetched).
+    first = start("worker-a", worker_args("-c", "1", "--prefetch-multiplier", "1", "-n", "a@%h"))
     first.wait_for_output(r"ready\.", timeout=60)
-    running = send(url, "ops_sample.sleep", 4)
-    queued = send(url, "ops_sample.sleep", 0.1, times=3)  # behind the running one: concurrency 1
+    running = send(url, "ops_sample.sleep", 4.5)  # under the soft time limit in FAST
     wait_until(lambda: status_of(url, running) == "STARTED", 30, "the first task to start")
+    queued = send(url, "ops_sample.sleep", 0.1, times=3)  # behind the running one
+    assert status_of(url, running) == "STARTED"  # so the SIGTERM below lands while it runs
 
     first.signal(15)
     first.popen.wait(timeout=30)
     assert status_of(url, running) == "SUCCESS"  # finished during warm shutdown
-    # None lost: each queued task either ran before the worker exited or is still in the broker.
-    # (Celery may still start messages it had prefetched; see docs/operations.md.)
-    left = [task for task in queued if status_of(url, task) != "SUCCESS"]
-    assert all(in_broker(url, task) and status_of(url, task) is None for task in left)
+    # Queued messages stay queued: none ran, every one is still in the broker for the next worker.
+    assert [status_of(url, task) for task in queued] == [None, None, None]
+    assert all(in_broker(url, task) for task in queued)
 
     second = start("worker-b", worker_args("-c", "1", "-n", "b@%h"))
     second.wait_for_output(r"ready\.", timeout=60)
