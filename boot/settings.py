@@ -185,8 +185,29 @@ class Base(Configuration):
     CELERY_TASK_ACKS_LATE = True
 
     @classmethod
+    def _check_transport_class(cls):
+        """BROKER_TRANSPORT_CLASS must import and name a kombu Transport (fail at start, not at first connect)."""
+        from kombu.transport.virtual import Transport as VirtualTransport
+        from kombu.utils.imports import symbol_by_name
+
+        path = cls.BROKER_TRANSPORT_CLASS
+        if ":" not in path:
+            raise ImproperlyConfigured(
+                f"BROKER_TRANSPORT_CLASS: a class path like common.broker.transport:Transport, got {path!r}"
+            )
+        try:
+            transport_cls = symbol_by_name(path)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"BROKER_TRANSPORT_CLASS: cannot import {path!r} ({exc})") from None
+        if not (isinstance(transport_cls, type) and issubclass(transport_cls, VirtualTransport)):
+            raise ImproperlyConfigured(f"BROKER_TRANSPORT_CLASS: {path!r} is not a kombu (virtual) Transport class")
+
+    @classmethod
     def _setup_broker(cls):
         """Select the broker transport for sqla+ URLs and pass it its options."""
+        # Derived, not an environment variable: /readyz checks the broker's tables through Django's
+        # connection only when the broker URL is this one; any other database is checked directly.
+        cls.BROKER_URL_OF_DEFAULT_DATABASE = broker_url_for(cls.DATABASES["default"])
         if cls.BROKER_VISIBILITY_TIMEOUT is None:
             cls.BROKER_VISIBILITY_TIMEOUT = cls.CELERY_TASK_TIME_LIMIT + 60
         if cls.BROKER_VISIBILITY_TIMEOUT <= cls.CELERY_TASK_TIME_LIMIT:
@@ -196,11 +217,10 @@ class Base(Configuration):
             )
         if cls.BROKER_POLLING_INTERVAL <= 0:
             raise ImproperlyConfigured(f"BROKER_POLLING_INTERVAL: must be > 0, got {cls.BROKER_POLLING_INTERVAL}")
-        if ":" not in cls.BROKER_TRANSPORT_CLASS:
-            raise ImproperlyConfigured(
-                "BROKER_TRANSPORT_CLASS: a class path like common.broker.transport:Transport, "
-                f"got {cls.BROKER_TRANSPORT_CLASS!r}"
-            )
+        for name in ("BROKER_CLAIM_BATCH", "BROKER_CLEANUP_INTERVAL"):
+            if getattr(cls, name) < 1:
+                raise ImproperlyConfigured(f"{name}: must be >= 1, got {getattr(cls, name)}")
+        cls._check_transport_class()
         if cls.CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy+")):
             import kombu.transport
 
@@ -213,6 +233,14 @@ class Base(Configuration):
                     "polling_interval": cls.BROKER_POLLING_INTERVAL,
                     "claim_batch": cls.BROKER_CLAIM_BATCH,
                 }
+            from common.broker.cancel_check import skip_if_cancelled
+
+            # broker_cancel marks tasks a worker already claimed; every task checks the mark before it starts.
+            existing = getattr(cls, "CELERY_TASK_ANNOTATIONS", None)
+            cls.CELERY_TASK_ANNOTATIONS = [
+                {"*": {"before_start": skip_if_cancelled}},
+                *([existing] if isinstance(existing, dict) else (existing or [])),
+            ]
         cls.CELERY_BEAT_SCHEDULE = {
             **cls.CELERY_BEAT_SCHEDULE,
             "broker-cleanup": {

@@ -68,6 +68,10 @@ def test_each_documented_variable_changes_its_setting():
         ({"DATABASE_URL": "mysql://root@127.0.0.1/doorito"}, "DATABASE_URL"),
         ({"DATABASE_URL": "not a url"}, "DATABASE_URL"),
         ({"CELERY_TASK_SOFT_TIME_LIMIT": "400"}, "CELERY_TASK_SOFT_TIME_LIMIT"),
+        ({"BROKER_CLAIM_BATCH": "0"}, "BROKER_CLAIM_BATCH"),
+        ({"BROKER_CLEANUP_INTERVAL": "0"}, "BROKER_CLEANUP_INTERVAL"),
+        ({"BROKER_TRANSPORT_CLASS": "nope.mod:Transport"}, "BROKER_TRANSPORT_CLASS"),
+        ({"BROKER_TRANSPORT_CLASS": "kombu.connection:Connection"}, "BROKER_TRANSPORT_CLASS"),
     ],
 )
 @pytest.mark.parametrize("command", [["manage.py", "check"], ["-m", "celery", "-A", "boot", "report"]])

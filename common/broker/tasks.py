@@ -7,6 +7,10 @@ from common.broker.services.cleanup import cleanup_broker_messages
 
 @shared_task(name="common.broker.tasks.cleanup_broker_messages_task")
 def cleanup_broker_messages_task() -> dict:
-    """Delete stale stock-transport rows and restore expired in-flight rows; returns both counts."""
+    """Delete stale stock-transport rows and spent cancel marks, restore expired in-flight rows; returns the counts."""
     result = cleanup_broker_messages()
-    return {"stale_deleted": result.stale_deleted, "expired_restored": result.expired_restored}
+    return {
+        "stale_deleted": result.stale_deleted,
+        "expired_restored": result.expired_restored,
+        "cancel_marks_pruned": result.cancel_marks_pruned,
+    }

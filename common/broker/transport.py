@@ -189,10 +189,15 @@ def dispose_engines(*, url: str | None = None) -> None:
             del _engines[(owner, engine_url)]
 
 
+# Connections, engines and listeners a forked child inherited. They are kept referenced for the
+# child's whole life: if they were garbage-collected, SQLAlchemy could reset or terminate them,
+# which writes to the socket the parent is still using.
+_inherited: list = []
+
+
 def _forget_engines_after_fork() -> None:
-    # The parent's sockets must stay untouched: dispose(close=False) only drops the references.
-    for engine in _engines.values():
-        engine.dispose(close=False)
+    # The parent's sockets must stay untouched: the child starts new engines and keeps the old ones alive, unused.
+    _inherited.extend(_engines.values())
     _engines.clear()
 
 
@@ -251,11 +256,22 @@ class Channel(stock.Channel):
         return engine, sessionmaker(bind=engine)
 
     def _connection(self) -> psycopg.Connection:
+        if os.getpid() != self._pid:
+            self._forget_parent_state()
         if self._dbapi is None:
             fairy = self._engine_from_config().raw_connection()
             fairy.driver_connection.autocommit = True
             self._dbapi = fairy
         return self._dbapi.driver_connection
+
+    def _forget_parent_state(self) -> None:
+        """In a forked child: drop the parent's connection and rows unused (the parent still owns both)."""
+        if self._dbapi is not None:
+            _inherited.append(self._dbapi)
+        self._dbapi = None
+        self._row_ids.clear()
+        self._buffers.clear()
+        self._pid = os.getpid()
 
     def _drop_connection(self, *, broken: bool) -> None:
         fairy, self._dbapi = self._dbapi, None
@@ -407,8 +423,7 @@ class Channel(stock.Channel):
     def close(self):
         if os.getpid() != self._pid:
             # Inherited across fork: the parent owns these sockets and rows.
-            self._dbapi = None
-            self._buffers.clear()
+            self._forget_parent_state()
             self.closed = True
             return
         was_closed = self.closed
@@ -448,11 +463,27 @@ class Transport(stock.Transport):
 
     def wake(self) -> None:
         """Interrupt a consumer waiting for notifications (capacity was freed by an ack)."""
-        if self._wake_write >= 0:
+        if self._wake_write >= 0 and os.getpid() == self._pid:  # a forked child must not wake its parent
             with contextlib.suppress(OSError):
                 os.write(self._wake_write, b"x")
 
+    def _forget_parent_state(self) -> None:
+        """In a forked child: leave the parent's LISTEN connection alone and make our own wake pipe."""
+        if self._listener is not None:
+            _inherited.append(self._listener)
+        self._listener = None
+        if self._wake_read >= 0:
+            # Closing our copies of the descriptors does not affect the parent's.
+            for fd in (self._wake_read, self._wake_write):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._wake_read = self._wake_write = -1
+        self.known_empty.clear()
+        self._pid = os.getpid()
+
     def _listen(self):
+        if os.getpid() != self._pid:
+            self._forget_parent_state()
         if self._wake_read < 0:
             self._wake_read, self._wake_write = os.pipe()
             os.set_blocking(self._wake_read, False)

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from boot.celery import app as celery_app
+from common.broker.services.inspection import check_broker_database
 
 logger = logging.getLogger(__name__)
 
@@ -18,11 +19,15 @@ def _check_database() -> None:
 
 
 def _check_broker() -> None:
-    if settings.CELERY_BROKER_URL.startswith("sqla+"):
-        # The broker lives in our database: its tables must exist.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM kombu_queue LIMIT 1")
-            cursor.execute("SELECT 1 FROM kombu_message LIMIT 1")
+    url = settings.CELERY_BROKER_URL
+    if url.startswith(("sqla+", "sqlalchemy+")):
+        if url == settings.BROKER_URL_OF_DEFAULT_DATABASE:
+            # The broker lives in our database: its tables must exist.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM kombu_queue LIMIT 1")
+                cursor.execute("SELECT 1 FROM kombu_message LIMIT 1")
+        else:
+            check_broker_database(broker_url=url)
     else:
         with celery_app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)

@@ -59,3 +59,9 @@ def message_rows() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM kombu_message")
         return cursor.fetchone()[0]
+
+
+def claimed_rows() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM kombu_message WHERE NOT visible AND version = -1")
+        return cursor.fetchone()[0]

@@ -8,7 +8,7 @@ import os
 import time
 
 from celery import shared_task
-from django.db import connection
+from django.db import OperationalError, connection
 
 RUNS_TABLE = "CREATE TABLE IF NOT EXISTS broker_test_runs (token text NOT NULL, kind text NOT NULL, pid int NOT NULL)"
 
@@ -45,3 +45,21 @@ def slow_once(token: str, seconds: float) -> None:
     if first:
         time.sleep(seconds)
     _record(token, "done")
+
+
+@shared_task(name="tests.broker.tasks.slow", ignore_result=True, acks_late=True)
+def slow(token: str, seconds: float) -> None:
+    """Record a start, sleep `seconds`, record done; survives a database restart while it sleeps."""
+    _record(token, "start")
+    time.sleep(seconds)
+    # The database may have been restarted meanwhile: use a fresh connection, and wait for the server if needed.
+    deadline = time.monotonic() + 30
+    while True:
+        connection.close()
+        try:
+            _record(token, "done")
+            return
+        except OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import json
+import os
 import threading
 import time
 import uuid
 
 import psycopg
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.utils import timezone
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.transport.sqlalchemy import Transport as StockTransport
 
 from boot.celery import app as celery_app
+from common.broker.models import CancelledTask
 from common.broker.services.cancel import CancelOutcome, cancel_queued_task
 from common.broker.services.cleanup import cleanup_broker_messages
 from common.broker.services.inspection import queue_stats, stale_row_count
 from common.broker.services.transactional import enqueue_in_transaction
+from common.broker.tasks import cleanup_broker_messages_task
 from common.broker.transport import Transport
 from tests.broker.conftest import message_rows
 from tests.broker.tasks import record
@@ -205,7 +211,9 @@ def test_queue_stats_and_status_command(connect, capsys):
     assert 0 <= stats["brokertest"]["oldest_ready_age_seconds"] < 60
     call_command("broker_status")
     out = capsys.readouterr().out
-    assert "brokertest" in out and "ready" in out
+    [line] = [line for line in out.splitlines() if line.startswith("brokertest ")]
+    name, ready, claimed, age = line.split()
+    assert (name, ready, claimed) == ("brokertest", "2", "1") and age.endswith("s")
 
 
 def test_queue_stats_of_an_empty_queue(connect):
@@ -224,13 +232,51 @@ def test_cancel_a_queued_task_by_id(test_database_url, clean_broker, capsys):
     kept = record.apply_async(("keep-me",))
     assert cancel_queued_task(task_id=queued.id) is CancelOutcome.CANCELLED
     assert cancel_queued_task(task_id=queued.id) is CancelOutcome.NOT_FOUND
-    assert message_rows() == 1
-    with connection.cursor() as cursor:  # a worker claimed it: too late
+    assert message_rows() == 1 and not CancelledTask.objects.exists()
+    with connection.cursor() as cursor:  # a worker claimed it (ETA, prefetched): the message stays, a mark is made
         cursor.execute("UPDATE kombu_message SET visible = false, version = -1")
     call_command("broker_cancel", kept.id)
-    assert "running" in capsys.readouterr().out
+    assert f"{kept.id}: claimed" in capsys.readouterr().out
+    assert message_rows() == 1 and list(CancelledTask.objects.values_list("task_id", "skipped_at")) == [(kept.id, None)]
+    assert cancel_queued_task(task_id=kept.id) is CancelOutcome.CLAIMED  # idempotent
     with pytest.raises(ValueError, match="task_id"):
         cancel_queued_task(task_id=" ")
+
+
+def test_broker_cancel_command_rejects_blank_and_unknown_ids(clean_broker):
+    with pytest.raises(CommandError, match="TASK_ID must not be empty"):
+        call_command("broker_cancel", " ")
+    with pytest.raises(CommandError, match="no queued or claimed message for: nope"):
+        call_command("broker_cancel", "nope")
+
+
+def test_cleanup_command_and_task_prune_what_is_spent(connect, capsys):
+    conn = connect()
+    publish(conn, {"n": 1}, {"n": 2})
+    with connection.cursor() as cursor:
+        # One row the stock transport consumed and left, one lease that expired an hour ago.
+        cursor.execute(
+            "UPDATE kombu_message SET visible = false, version = 1 WHERE id = (SELECT min(id) FROM kombu_message)"
+        )
+        cursor.execute(
+            "UPDATE kombu_message SET visible = false, version = -1, timestamp = timestamp - interval '1 hour' "
+            "WHERE id = (SELECT max(id) FROM kombu_message)"
+        )
+    old = timezone.now() - datetime.timedelta(days=1)
+    CancelledTask.objects.create(task_id="spent", cancelled_at=old)  # its message is gone: pruned
+    CancelledTask.objects.create(task_id="fresh")  # within the grace period: kept
+    call_command("broker_cleanup")
+    assert capsys.readouterr().out.strip() == (
+        "deleted 1 stale row(s), restored 1 expired row(s), pruned 1 cancel mark(s)"
+    )
+    assert [(v, version) for _, v, version in rows()] == [(True, 1)]
+    assert list(CancelledTask.objects.values_list("task_id", flat=True)) == ["fresh"]
+    CancelledTask.objects.filter(task_id="fresh").update(cancelled_at=old)
+    assert cleanup_broker_messages_task.apply().get() == {
+        "stale_deleted": 0,
+        "expired_restored": 0,
+        "cancel_marks_pruned": 1,
+    }
 
 
 def test_transactional_enqueue_exists_iff_the_transaction_commits(test_database_url, clean_broker, broker_url):
@@ -313,7 +359,7 @@ def test_a_killed_database_connection_is_replaced_without_losing_messages(connec
             cursor.execute("SELECT pg_terminate_backend(%s)", [channel._connection().info.backend_pid])
 
     kill_backend()
-    # Claims and acks are idempotent: retried once on a fresh connection.
+    # A failed claim or ack is retried once on a fresh connection (see docs/broker.md, Connection loss).
     assert [b for b, _ in consume(conn, 1)] == [{"n": 1}]
     kill_backend()
     # A publish is not retried blindly; it fails with an error kombu and Celery treat as a connection error.
@@ -322,3 +368,37 @@ def test_a_killed_database_connection_is_replaced_without_losing_messages(connec
     publish(conn, {"n": 3})  # the next one goes through on a new connection
     assert [b for b, _ in consume(conn, 2)] == [{"n": 2}, {"n": 3}]
     assert message_rows() == 0
+
+
+def test_a_forked_child_never_uses_its_parents_connections(connect):
+    conn = connect()
+    publish(conn, {"n": 1}, {"n": 2})
+    channel = conn.default_channel
+    [(_body, held)] = consume(conn, 1, ack=False)  # the parent holds one row in flight
+    parent_backend = channel._run("SELECT pg_backend_pid()", fetch=True)[0][0]
+    parent_listener = conn.transport._listen().info.backend_pid
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        status = 1
+        try:
+            backend = channel._run("SELECT pg_backend_pid()", fetch=True)[0][0]
+            listener = conn.transport._listen().info.backend_pid
+            os.write(write_end, json.dumps([backend, listener, channel.in_flight_ids()]).encode())
+            channel.close()
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = pipe.read()
+    assert os.waitpid(child, 0)[1] == 0
+    backend, listener, child_rows = json.loads(report)
+    assert backend != parent_backend and listener != parent_listener
+    assert child_rows == []  # the parent's in-flight row is not the child's to restore or ack
+    # The parent's connections were left intact: same sessions, and its row is still claimed by it.
+    assert channel._run("SELECT pg_backend_pid()", fetch=True)[0][0] == parent_backend
+    assert conn.transport._listen().info.backend_pid == parent_listener
+    assert sorted((v, version) for _, v, version in rows()) == [(False, -1), (True, 1)]
+    held.ack()
+    assert [b for b, _ in consume(conn, 1)] == [{"n": 2}]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.broker.conftest import message_rows
+from common.broker.models import CancelledTask
+from common.broker.services.cancel import CancelOutcome, cancel_queued_task
+from tests.broker.conftest import claimed_rows, message_rows
 from tests.broker.tasks import record, slow_once, spawn
 from tests.processes import wait_until
 
@@ -50,3 +52,18 @@ def test_kill_9_during_an_acks_late_task_runs_it_again_after_the_visibility_time
     wait_until(lambda: runs.counts("done").get("crash"), 60, "the task to run again and finish")
     wait_until(lambda: message_rows() == 0, 30, "the redelivered message to be acked")
     assert runs.counts("start") == {"crash": 2} and runs.counts("done") == {"crash": 1}
+
+
+def test_cancel_an_eta_task_a_worker_already_claimed(start_test_worker, runs):
+    start_test_worker()
+    doomed = record.apply_async(("eta-cancelled",), countdown=10)
+    kept = record.apply_async(("eta-kept",), countdown=10)
+    # The worker claims ETA tasks at once and holds them in memory: deleting the row is no longer possible.
+    wait_until(lambda: claimed_rows() == 2, 30, "the worker to claim both ETA tasks")
+    assert cancel_queued_task(task_id=doomed.id) is CancelOutcome.CLAIMED
+
+    wait_until(lambda: runs.counts().get("eta-kept"), 40, "the kept ETA task to run")
+    wait_until(lambda: message_rows() == 0, 30, "both messages to be acked")
+    assert runs.counts() == {"eta-kept": 1}  # the cancelled one never ran...
+    assert CancelledTask.objects.get(task_id=doomed.id).skipped_at is not None  # ...because the worker skipped it
+    assert not CancelledTask.objects.filter(task_id=kept.id).exists()

@@ -1,15 +1,17 @@
-"""Cancel a queued task by deleting its message: the SQL transport has no fanout, so `revoke` does nothing."""
+"""Cancel a task by id: the SQL transport has no fanout, so `revoke` does nothing; this works through the table."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from django.db import connection
+from django.db import connection, transaction
 
 
 class CancelOutcome(StrEnum):
     CANCELLED = "cancelled"  # the message was ready and is gone: the task will not run
-    RUNNING = "running"  # a worker holds it (claimed): too late to cancel here
+    # A worker holds the message (ETA/countdown, prefetched, or running). It is marked cancelled:
+    # a task that has not started yet is skipped (state REVOKED); one already running finishes.
+    CLAIMED = "claimed"
     NOT_FOUND = "not_found"  # no message with that task id (done, never sent, or another broker)
 
 
@@ -20,15 +22,29 @@ CANCEL = (
     "FOR UPDATE), deleted AS (DELETE FROM kombu_message m USING found WHERE m.id = found.id AND found.visible "
     "RETURNING m.id) SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM found)"
 )
+MARK = "INSERT INTO broker_cancelled_task (task_id, cancelled_at) VALUES (%s, now()) ON CONFLICT (task_id) DO NOTHING"
+SKIP = "UPDATE broker_cancelled_task SET skipped_at = now() WHERE task_id = %s RETURNING 1"
 
 
 def cancel_queued_task(*, task_id: str) -> CancelOutcome:
-    """Delete the ready message of `task_id` so it never runs; a claimed (running) one is left alone."""
+    """Make sure `task_id` does not start: delete its ready message, or mark it cancelled if a worker holds it."""
     if not task_id or not task_id.strip():
         raise ValueError("task_id must not be empty")
-    with connection.cursor() as cursor:
-        cursor.execute(CANCEL, [task_id.strip()])
+    task_id = task_id.strip()
+    # One transaction: the claimed row stays locked until the mark is committed, so an ack cannot slip between.
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(CANCEL, [task_id])
         deleted, found = cursor.fetchone()
-    if deleted:
-        return CancelOutcome.CANCELLED
-    return CancelOutcome.RUNNING if found else CancelOutcome.NOT_FOUND
+        if deleted:
+            return CancelOutcome.CANCELLED
+        if not found:
+            return CancelOutcome.NOT_FOUND
+        cursor.execute(MARK, [task_id])
+    return CancelOutcome.CLAIMED
+
+
+def claim_cancellation(*, task_id: str) -> bool:
+    """True (and the skip recorded) if `task_id` was cancelled after a worker claimed it: it must not run."""
+    with connection.cursor() as cursor:
+        cursor.execute(SKIP, [task_id])
+        return cursor.fetchone() is not None

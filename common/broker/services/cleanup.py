@@ -11,16 +11,24 @@ from common.broker.transport import RESTORE_EXPIRED
 
 # The stock transport marks a consumed row invisible (version >= 1) and never touches it again.
 DELETE_STALE = "DELETE FROM kombu_message WHERE NOT visible AND version >= 0"
+# A cancel mark is needed while its message exists; after that (plus a visibility timeout of grace,
+# for an early-acked message whose task is about to start) it only records what happened.
+PRUNE_CANCEL_MARKS = (
+    "DELETE FROM broker_cancelled_task c "
+    "WHERE c.cancelled_at < now() - make_interval(secs => %s) "
+    "AND NOT EXISTS (SELECT 1 FROM kombu_message m WHERE (m.payload::json -> 'headers' ->> 'id') = c.task_id)"
+)
 
 
 @dataclass(frozen=True)
 class CleanupResult:
     stale_deleted: int
     expired_restored: int
+    cancel_marks_pruned: int
 
 
 def cleanup_broker_messages(*, visibility_timeout: float | None = None) -> CleanupResult:
-    """Delete rows the stock transport consumed and make expired in-flight rows deliverable again, atomically."""
+    """Delete stale stock-transport rows and spent cancel marks, and make expired in-flight rows deliverable again."""
     timeout = settings.BROKER_VISIBILITY_TIMEOUT if visibility_timeout is None else visibility_timeout
     if timeout <= 0:
         raise ValueError(f"visibility_timeout must be > 0, got {timeout}")
@@ -29,4 +37,6 @@ def cleanup_broker_messages(*, visibility_timeout: float | None = None) -> Clean
         stale = cursor.rowcount
         cursor.execute(RESTORE_EXPIRED, [timeout])
         restored = cursor.rowcount
-    return CleanupResult(stale_deleted=stale, expired_restored=restored)
+        cursor.execute(PRUNE_CANCEL_MARKS, [timeout])
+        pruned = cursor.rowcount
+    return CleanupResult(stale_deleted=stale, expired_restored=restored, cancel_marks_pruned=pruned)

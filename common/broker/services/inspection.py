@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import psycopg
 from django.db import connection
+from sqlalchemy.engine import make_url
 
 QUEUE_STATS = """
 SELECT q.name,
@@ -38,3 +40,27 @@ def stale_row_count() -> int:
     with connection.cursor() as cursor:
         cursor.execute(STALE_ROWS)
         return cursor.fetchone()[0]
+
+
+def check_broker_database(*, broker_url: str, timeout: int = 3) -> None:
+    """Raise RuntimeError (never echoing the password) unless the broker URL's database answers and has its tables."""
+    url = make_url(broker_url.split("+", 1)[1])  # drop kombu's sqla+ / sqlalchemy+ prefix
+    params = {
+        "host": url.host,
+        "port": url.port,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database,
+        **{key: value for key, value in url.query.items() if isinstance(value, str)},
+    }
+    try:
+        conninfo = {k: v for k, v in params.items() if v is not None}
+        with psycopg.connect(connect_timeout=timeout, autocommit=True, **conninfo) as conn:
+            for table in ("kombu_queue", "kombu_message"):
+                if conn.execute("SELECT to_regclass(%s)", [table]).fetchone()[0] is None:
+                    raise RuntimeError(f"broker database {url.database!r}: table {table} is missing (run migrate)")
+    except psycopg.Error as exc:
+        message = str(exc).strip()
+        if url.password:
+            message = message.replace(str(url.password), "***")
+        raise RuntimeError(f"broker database {url.database!r} at {url.host}:{url.port}: {message}") from None

@@ -29,12 +29,10 @@ def _broker_shares_database(broker_url: str, django_broker_url: str) -> bool:
 def enqueue_in_transaction(
     *, task: Task, args: tuple | list = (), kwargs: dict | None = None, using: str = "default", **options
 ) -> AsyncResult:
-    """Queue `task` in the current transaction of `using`; it is sent iff that transaction commits.
-
-    Outside any transaction the message is committed at once. With eager mode or a
-    broker outside this database (e.g. RabbitMQ) it falls back
-    to sending after commit (transaction.on_commit), the best those can offer.
-    """
+    """Queue `task` in the current transaction of `using`; it is sent iff that transaction commits."""
+    # Outside any transaction the message is committed at once. With eager mode or a broker outside
+    # this database (e.g. RabbitMQ) it falls back to sending after commit (transaction.on_commit),
+    # the best those can offer.
     app = task.app if task.app is not None else current_app
     task_id = options.setdefault("task_id", uuid())
     kwargs = kwargs or {}

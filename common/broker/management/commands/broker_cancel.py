@@ -1,18 +1,29 @@
-"""Cancel queued Celery tasks by id (the SQL transport cannot broadcast `revoke`)."""
+"""Cancel Celery tasks by id (the SQL transport cannot broadcast `revoke`)."""
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from common.broker.services.cancel import CancelOutcome, cancel_queued_task
 
 
 class Command(BaseCommand):
-    help = "Delete the queued message of each task id so it never runs; claimed (running) tasks are reported."
+    help = (
+        "Make sure each task id does not start: a queued message is deleted (cancelled); one a worker already "
+        "claimed (ETA/countdown, prefetched) is marked and skipped (claimed); a task already running finishes. "
+        "Exits 1 if any id was not found."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("task_ids", nargs="+", metavar="TASK_ID")
 
     def handle(self, *args, task_ids, **options):
+        if any(not task_id.strip() for task_id in task_ids):
+            raise CommandError("TASK_ID must not be empty or blank")
+        missing = []
         for task_id in task_ids:
             outcome = cancel_queued_task(task_id=task_id)
-            style = self.style.SUCCESS if outcome is CancelOutcome.CANCELLED else self.style.WARNING
-            self.stdout.write(style(f"{task_id}: {outcome.value}"))
+            style = self.style.WARNING if outcome is CancelOutcome.NOT_FOUND else self.style.SUCCESS
+            self.stdout.write(style(f"{task_id.strip()}: {outcome.value}"))
+            if outcome is CancelOutcome.NOT_FOUND:
+                missing.append(task_id.strip())
+        if missing:
+            raise CommandError(f"no queued or claimed message for: {', '.join(missing)}")

@@ -6,10 +6,14 @@ from common.broker.services.cleanup import cleanup_broker_messages
 
 
 class Command(BaseCommand):
-    help = "Clean kombu_message: delete stale rows left by the stock transport, restore expired leases."
+    help = (
+        "Clean kombu_message: delete stale rows left by the stock transport, restore expired leases, "
+        "prune spent cancel marks."
+    )
 
     def handle(self, *args, **options):
         result = cleanup_broker_messages()
         self.stdout.write(
-            f"deleted {result.stale_deleted} stale row(s), restored {result.expired_restored} expired row(s)"
+            f"deleted {result.stale_deleted} stale row(s), restored {result.expired_restored} expired row(s), "
+            f"pruned {result.cancel_marks_pruned} cancel mark(s)"
         )
