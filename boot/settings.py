@@ -55,17 +55,20 @@ def setting(value_class: type, default, **kwargs):
 
 
 def database_url_for(database: dict) -> str:
-    """A libpq URL (postgresql://...) for a Django DATABASES entry."""
+    """A libpq URL (postgresql://...) for a Django DATABASES entry, keeping its OPTIONS (sslmode, options...)."""
     credentials = quote(database.get("USER") or "", safe="")
     if database.get("PASSWORD"):
         credentials += ":" + quote(database["PASSWORD"], safe="")
-    # dj-database-url puts a Unix socket directory (?host=/dir) in OPTIONS.
-    host = database.get("HOST") or database.get("OPTIONS", {}).get("host") or ""
-    query = ""
+    options = {key: str(value) for key, value in (database.get("OPTIONS") or {}).items()}
+    host = database.get("HOST") or ""
     if host.startswith("/"):  # a Unix socket directory goes in the query string
-        query, host = "?" + urlencode({"host": host}), ""
-    elif database.get("PORT"):
+        options["host"], host = host, ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    if database.get("PORT"):
         host = f"{host}:{database['PORT']}"
+    # %20, not +, for spaces: libpq does not decode + in URLs.
+    query = "?" + urlencode(options, quote_via=quote) if options else ""
     return f"postgresql://{credentials}@{host}/{quote(database['NAME'], safe='')}{query}"
 
 
@@ -434,6 +437,9 @@ class Base(Configuration):
     @classmethod
     def setup(cls):
         super().setup()
+        for variable, setting_name in cls.REQUIRED_VARIABLES.items():
+            if not getattr(cls, setting_name):
+                raise ImproperlyConfigured(f"{variable} must be set in the {cls.__name__} configuration")
         cls.DATABASES = {"default": cls._database()}
         cls._setup_outbox()
         if not cls.CELERY_BROKER_URL:
@@ -446,6 +452,9 @@ class Base(Configuration):
                 "CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT "
                 f"({cls.CELERY_TASK_SOFT_TIME_LIMIT} >= {cls.CELERY_TASK_TIME_LIMIT})"
             )
+
+    # Variables a configuration refuses to start without: {variable: setting}.
+    REQUIRED_VARIABLES: dict = {}
 
     @classmethod
     def _database(cls) -> dict:
@@ -488,10 +497,11 @@ class Prod(Base):
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_CONTENT_TYPE_NOSNIFF = True
-
-    @classmethod
-    def setup(cls):
-        super().setup()
-        for variable, value in (("DJANGO_SECRET_KEY", cls.SECRET_KEY), ("DJANGO_ALLOWED_HOSTS", cls.ALLOWED_HOSTS)):
-            if not value:
-                raise ImproperlyConfigured(f"{variable} must be set in production")
+    # Load balancers and orchestrators probe over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    # Production data never goes to the embedded server's local disk.
+    REQUIRED_VARIABLES = {
+        "DJANGO_SECRET_KEY": "SECRET_KEY",
+        "DJANGO_ALLOWED_HOSTS": "ALLOWED_HOSTS",
+        "DATABASE_URL": "DATABASE_URL",
+    }

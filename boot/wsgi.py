@@ -1,10 +1,15 @@
-"""WSGI entry point (gunicorn boot.wsgi)."""
+"""WSGI entry point: DJANGO_CONFIGURATION=Prod gunicorn boot.wsgi."""
 
-import os
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "boot.settings")
-os.environ.setdefault("DJANGO_CONFIGURATION", "Prod")
-
+# Importing the boot package has already loaded the settings (boot/__init__.py loads the
+# Celery app), so a default chosen here would come too late: a WSGI server must name its
+# configuration, or it would silently serve Dev (DEBUG, eager tasks, a public secret key).
 from configurations.wsgi import get_wsgi_application
+from django.core.exceptions import ImproperlyConfigured
+
+from boot import celery
+
+if celery.CONFIGURATION_DEFAULTED:
+    # An exception, not SystemExit: gunicorn then halts ("Worker failed to boot") instead of retrying.
+    raise ImproperlyConfigured("set DJANGO_CONFIGURATION (Prod in production) to serve boot.wsgi")
 
 application = get_wsgi_application()

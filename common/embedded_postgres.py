@@ -53,6 +53,10 @@ class EmbeddedPostgres:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         with self._lock():
             self._init_cluster()
+            # A socket directory under /tmp may have been cleaned since the cluster was made.
+            if not self.socket_dir.exists():
+                self.socket_dir.mkdir(parents=True)
+                self._hand_to_server_user(self.socket_dir)
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -69,6 +73,8 @@ class EmbeddedPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server if it runs."""
+        if not self.base_dir.exists():
+            return
         with self._lock():
             if self.is_running():
                 self._pg_ctl("stop", "-w", "-m", mode)

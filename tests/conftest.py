@@ -58,8 +58,14 @@ def start_process(test_database_url, tmp_path):
     yield start
     for proc in started:  # all at once: each takes a moment to shut down
         proc.terminate()
+    errors = []
     for proc in reversed(started):
-        proc.stop()
+        try:
+            proc.stop()
+        except Exception as exc:  # stop the others anyway, then report
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 @pytest.fixture

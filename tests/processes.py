@@ -86,7 +86,7 @@ class ManagedProcess:
 
 def process_env(database_url: str, **overrides: str) -> dict:
     """Environment for a Doorito process using the test database, with eager mode off."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "PYTEST_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "BROKER_", "PYTEST_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="boot.settings",
         DJANGO_CONFIGURATION="Test",

@@ -32,7 +32,15 @@ def run_probe(pairs, **env) -> dict:
         for k, v in __import__("os").environ.items()
         if k not in {v for v, _ in documented()} and not k.startswith("PYTEST")
     }
-    clean.update({"DJANGO_SECRET_KEY": "baseline-secret", "DJANGO_ALLOWED_HOSTS": "baseline.example"}, **env)
+    # Prod needs these; the database URL is only parsed, never connected to.
+    clean.update(
+        {
+            "DJANGO_SECRET_KEY": "baseline-secret",
+            "DJANGO_ALLOWED_HOSTS": "baseline.example",
+            "DATABASE_URL": "postgresql://probe@127.0.0.1:5432/probe",
+        },
+        **env,
+    )
     out = subprocess.run(
         [sys.executable, "-m", "tests.settings_probe", json.dumps(pairs)],
         cwd=PROJECT_DIR,
@@ -91,12 +99,15 @@ def test_malformed_value_fails_at_start_naming_the_variable(env, variable, comma
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
-        ({"DJANGO_ALLOWED_HOSTS": "x.example"}, "DJANGO_SECRET_KEY"),
-        ({"DJANGO_SECRET_KEY": "s"}, "DJANGO_ALLOWED_HOSTS"),
+        ({"DJANGO_ALLOWED_HOSTS": "x.example", "DATABASE_URL": "postgresql://u@db/d"}, "DJANGO_SECRET_KEY"),
+        ({"DJANGO_SECRET_KEY": "s", "DATABASE_URL": "postgresql://u@db/d"}, "DJANGO_ALLOWED_HOSTS"),
+        # Never the embedded server in production: its data would live on the app's disk.
+        ({"DJANGO_SECRET_KEY": "s", "DJANGO_ALLOWED_HOSTS": "x.example"}, "DATABASE_URL"),
     ],
 )
 def test_prod_refuses_to_start_without_required_variable(env, variable):
-    base = {k: v for k, v in __import__("os").environ.items() if k not in ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS")}
+    required = ("DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS", "DATABASE_URL")
+    base = {k: v for k, v in __import__("os").environ.items() if k not in required}
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=PROJECT_DIR,
@@ -115,6 +126,17 @@ def test_prod_is_secure():
     assert report["CSRF_COOKIE_SECURE"] == "True"
     assert report["SECURE_SSL_REDIRECT"] == "True"
     assert int(report["SECURE_HSTS_SECONDS"]) > 0
+    # Probes come over plain HTTP from load balancers: they must not be redirected.
+    assert report["SECURE_REDIRECT_EXEMPT"] == repr([r"^healthz$", r"^readyz$"])
+
+
+def test_wsgi_refuses_to_serve_an_unchosen_configuration():
+    env = {k: v for k, v in __import__("os").environ.items() if k != "DJANGO_CONFIGURATION"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import boot.wsgi"], cwd=PROJECT_DIR, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "set DJANGO_CONFIGURATION" in result.stderr
 
 
 def test_broker_is_the_same_postgres_database():

@@ -1,6 +1,7 @@
 """The embedded PostgreSQL: idempotent start, one server only, recovery after a crash."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import psycopg
 import pytest
 
 from common.embedded_postgres import EmbeddedPostgres
+
+pytestmark = pytest.mark.integration
 
 
 def postmaster_pid(server: EmbeddedPostgres) -> int:
@@ -66,3 +69,20 @@ def test_start_after_a_crash_recovers_with_data(server):
     with psycopg.connect(url) as conn:
         assert conn.execute("SELECT v FROM kept").fetchone()[0] == 42
     assert postmasters_for(server) == 1
+
+
+def test_long_project_path_restarts_after_its_socket_directory_was_cleaned(tmp_path):
+    server = EmbeddedPostgres(tmp_path / ("deep-" * 20) / "pg")  # too long for a Unix socket path
+    try:
+        server.start()
+        assert server.socket_dir != server.base_dir
+        server.stop()
+        shutil.rmtree(server.socket_dir)  # as a /tmp cleaner would
+        with psycopg.connect(server.start()) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop(mode="immediate")
+
+
+def test_stop_without_a_cluster_is_a_no_op(tmp_path):
+    EmbeddedPostgres(tmp_path / "never-started").stop()

@@ -37,6 +37,7 @@ def test_readyz_names_the_broker_when_its_tables_are_missing(client):
     assert "kombu_message" not in response.text
 
 
+@pytest.mark.integration
 def test_readyz_is_503_without_traceback_when_database_is_down(tmp_path):
     port = free_port()
     closed = "postgresql://postgres@127.0.0.1:1/doorito"
