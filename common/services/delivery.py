@@ -387,20 +387,30 @@ def deliver_due(*, limit: int, time_budget: float) -> dict[str, int]:
     # whatever their size, and threads stay busy until the whole claim is sent.
     claim_size = settings.OUTBOX_DELIVERY_CONCURRENCY * settings.OUTBOX_CLAIM_ROUNDS
     totals = {"processed": 0, "delivered": 0, "failed": 0}
-    while totals["processed"] < limit and time.monotonic() < deadline:
-        claimed_at = time.monotonic()
-        claimed = claim_due_deliveries(limit=min(claim_size, limit - totals["processed"]))
-        if not claimed:
-            break
-        start_by = latest_start(claimed_at=claimed_at, run_deadline=deadline)
 
-        def send_in_time(claimed: ClaimedDelivery, start_by: float = start_by) -> AttemptOutcome | None:
-            return send(session=session, claimed=claimed) if time.monotonic() <= start_by else None
-
-        results = list(zip(claimed, executor.map(send_in_time, claimed), strict=True))
+    def record(results: list[tuple[ClaimedDelivery, AttemptOutcome | None]]) -> None:
         counts = record_attempts(results=[(c, outcome) for c, outcome in results if outcome is not None])
         release_leases(claimed=[c for c, outcome in results if outcome is None])
         totals["processed"] += counts["delivered"] + counts["failed"] + counts["stale"]
         totals["delivered"] += counts["delivered"]
         totals["failed"] += counts["failed"]
+
+    claimed_count = 0
+    previous: list[tuple[ClaimedDelivery, AttemptOutcome | None]] = []
+    while claimed_count < limit and time.monotonic() < deadline:
+        claimed_at = time.monotonic()
+        claimed = claim_due_deliveries(limit=min(claim_size, limit - claimed_count))
+        if not claimed:
+            break
+        claimed_count += len(claimed)
+        start_by = latest_start(claimed_at=claimed_at, run_deadline=deadline)
+
+        def send_in_time(claimed: ClaimedDelivery, start_by: float = start_by) -> AttemptOutcome | None:
+            return send(session=session, claimed=claimed) if time.monotonic() <= start_by else None
+
+        futures = [executor.submit(send_in_time, c) for c in claimed]
+        # Record the previous claim while this one is on the wire: its database time costs no HTTP time.
+        record(previous)
+        previous = [(c, future.result()) for c, future in zip(claimed, futures, strict=True)]
+    record(previous)
     return {**totals, "remaining": count_due()}
