@@ -83,6 +83,7 @@ def main() -> None:
         envelope_body(event_type="file.stored", timestamp=now, data={"i": i, "name": f"file-{i}.pdf"}) for i in range(n)
     ]
     session = requests.Session()
+    session.trust_env = False  # as the dispatcher's session: no proxy/netrc lookup per request
     adapter = requests.adapters.HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency)
     session.mount("http://", adapter)
     raw_url = receiver.plan("/raw", [200])
