@@ -313,10 +313,13 @@ class Base(Configuration):
                 "OUTBOX_DELIVER_SOFT_TIME_LIMIT must exceed WEBHOOK_CONNECT_TIMEOUT + WEBHOOK_READ_TIMEOUT + 5 "
                 f"so one attempt fits ({cls.OUTBOX_DELIVER_SOFT_TIME_LIMIT} <= {attempt:g})"
             )
-        if cls.OUTBOX_LEASE_SECONDS <= cls.WEBHOOK_CONNECT_TIMEOUT + cls.WEBHOOK_READ_TIMEOUT:
+        # One attempt (DNS, connect, send, read) is cut off at connect + read timeout; the lease must
+        # outlast it with at least a second to record it, or a second dispatcher could send it too.
+        if cls.OUTBOX_LEASE_SECONDS < cls.WEBHOOK_CONNECT_TIMEOUT + cls.WEBHOOK_READ_TIMEOUT + 1:
             raise ImproperlyConfigured(
-                "OUTBOX_LEASE_SECONDS must exceed WEBHOOK_CONNECT_TIMEOUT + WEBHOOK_READ_TIMEOUT "
-                f"({cls.OUTBOX_LEASE_SECONDS} <= {cls.WEBHOOK_CONNECT_TIMEOUT} + {cls.WEBHOOK_READ_TIMEOUT})"
+                "OUTBOX_LEASE_SECONDS must be at least WEBHOOK_CONNECT_TIMEOUT + WEBHOOK_READ_TIMEOUT + 1 "
+                "(an attempt's total deadline plus a second to record it) "
+                f"({cls.OUTBOX_LEASE_SECONDS} < {cls.WEBHOOK_CONNECT_TIMEOUT} + {cls.WEBHOOK_READ_TIMEOUT} + 1)"
             )
         cls.CELERY_BEAT_SCHEDULE = {
             **cls.CELERY_BEAT_SCHEDULE,

@@ -8,8 +8,11 @@ Three steps, so no transaction is open during HTTP:
 3. record: a short transaction logs the attempts (one multi-row INSERT) and moves each delivery on
    (one UPDATE ... FROM VALUES), but only if the dispatcher still holds the lease (lease_token), so a
    late writer never overwrites a newer claim.
-A chunk is recorded while the next chunk's requests are on the wire, so the database work of
-recording costs no HTTP time. Raw SQL here because this is the hot path: the ORM's per-row work
+Requests flow through a sliding window: results are recorded as they complete (while the other
+requests are on the wire, so recording costs no HTTP time) and freed room is claimed again, so a
+slow endpoint holds one thread, not the healthy deliveries claimed with it. Each attempt has a
+total deadline (network_guard.attempt_deadline), so it always ends well inside its lease.
+Raw SQL here because this is the hot path: the ORM's per-row work
 was most of the dispatcher's CPU time.
 """
 
@@ -21,18 +24,18 @@ import os
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import requests
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from common.models import DeliveryStatus, WebhookDelivery, webhook_id_for
 from common.services.endpoints import disable_endpoint, signing_secrets
-from common.services.network_guard import BlockedDestinationError, check_url, guarded_session
+from common.services.network_guard import BlockedDestinationError, attempt_deadline, check_url, guarded_session
 from common.services.retry_schedule import next_delay, parse_retry_after
 from common.services.signing import envelope_body, signature_headers
 
@@ -167,33 +170,54 @@ def send(*, session: requests.Session, claimed: ClaimedDelivery) -> AttemptOutco
     def outcome(**kwargs) -> AttemptOutcome:
         return AttemptOutcome(attempted_at=attempted_at, duration_ms=int((time.monotonic() - started) * 1000), **kwargs)
 
-    headers = signature_headers(
-        msg_id=claimed.msg_id, timestamp=int(time.time()), body=claimed.body, secrets_=claimed.secrets
-    )
-    headers.update({"content-type": "application/json", "user-agent": USER_AGENT})
     connect, read = settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_READ_TIMEOUT
-    try:
-        check_url(url=claimed.url)
-        with session.post(
-            claimed.url, data=claimed.body, headers=headers, timeout=(connect, read), allow_redirects=False, stream=True
-        ) as response:
-            body = _read_limited(response, deadline=started + connect + read)
-            retry_after = None
-            if response.status_code in (429, 503):
-                retry_after = parse_retry_after(value=response.headers.get("Retry-After"))
-            error = ""
-            if 300 <= response.status_code < 400:
-                error = f"redirect to {response.headers.get('Location', '?')!r} not followed"
-            return outcome(status_code=response.status_code, response_body=body, retry_after=retry_after, error=error)
-    except BlockedDestinationError as exc:
-        return outcome(error=f"SSRF guard: {exc}")
-    except requests.Timeout as exc:
-        return outcome(error=f"timeout (connect {connect}s, read {read}s): {exc}")
-    except requests.RequestException as exc:
-        return outcome(error=f"{type(exc).__name__}: {exc}")
-    except Exception as exc:  # an attempt must be recorded whatever broke, or the lease would hide it
-        logger.exception("webhook.send_failed")
-        return outcome(error=f"{type(exc).__name__}: {exc}")
+    total = attempt_seconds()
+    # requests' read timeout bounds each socket read, not the response: a receiver trickling a byte
+    # a second would hold the attempt (and outlive its lease) without this wall-clock deadline.
+    with attempt_deadline(seconds=total) as deadline:
+        try:
+            headers = signature_headers(
+                msg_id=claimed.msg_id, timestamp=int(time.time()), body=claimed.body, secrets_=claimed.secrets
+            )
+            headers.update({"content-type": "application/json", "user-agent": USER_AGENT})
+            check_url(url=claimed.url)
+            with session.post(
+                claimed.url,
+                data=claimed.body,
+                headers=headers,
+                timeout=(connect, read),
+                allow_redirects=False,
+                stream=True,
+            ) as response:
+                body = _read_limited(response, deadline=deadline.at)
+                deadline.finish()
+                retry_after = None
+                if response.status_code in (429, 503):
+                    retry_after = parse_retry_after(value=response.headers.get("Retry-After"))
+                error = ""
+                if 300 <= response.status_code < 400:
+                    error = f"redirect to {response.headers.get('Location', '?')!r} not followed"
+                return outcome(
+                    status_code=response.status_code, response_body=body, retry_after=retry_after, error=error
+                )
+        except BlockedDestinationError as exc:
+            return outcome(error=f"SSRF guard: {exc}")
+        except requests.RequestException as exc:
+            if deadline.expired:
+                return outcome(error=f"timeout: the attempt exceeded its total deadline of {total:g}s: {exc}")
+            if isinstance(exc, requests.Timeout):
+                return outcome(error=f"timeout (connect {connect}s, read {read}s): {exc}")
+            return outcome(error=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # an attempt must be recorded whatever broke, or the lease would hide it
+            if deadline.expired:
+                return outcome(error=f"timeout: the attempt exceeded its total deadline of {total:g}s: {exc}")
+            logger.exception("webhook.send_failed")
+            return outcome(error=f"{type(exc).__name__}: {exc}")
+
+
+def attempt_seconds() -> float:
+    """The wall-clock limit of one attempt, DNS and connect included: connect + read timeout."""
+    return settings.WEBHOOK_CONNECT_TIMEOUT + settings.WEBHOOK_READ_TIMEOUT
 
 
 def _read_limited(response: requests.Response, *, deadline: float) -> str:
@@ -214,12 +238,29 @@ INSERT INTO common_deliveryattempt
 VALUES {rows}
 """
 
+# Only the delivery rows are locked (OF d), in id order, and NO KEY UPDATE so the attempt rows'
+# foreign keys (KEY SHARE) don't conflict: two dispatchers recording overlapping rows wait, never deadlock.
 _LOCK_FOR_RECORD = """
 SELECT d.id, d.lease_token, d.attempt_count, e.is_active, e.failing_since
 FROM common_webhookdelivery d JOIN common_webhookendpoint e ON e.id = d.endpoint_id
 WHERE d.id = ANY(%s)
-FOR UPDATE
+ORDER BY d.id
+FOR NO KEY UPDATE OF d
 """
+
+# Endpoint rows are locked in id order before they are updated, for the same reason.
+_SET_FAILING_SINCE = """
+WITH locked AS (
+    SELECT id FROM common_webhookendpoint WHERE id = ANY(%(ids)s) AND {condition} ORDER BY id FOR NO KEY UPDATE
+)
+UPDATE common_webhookendpoint e SET failing_since = %(value)s FROM locked WHERE e.id = locked.id
+"""
+
+
+def storable_text(text: str) -> str:
+    """`text` with the NUL characters PostgreSQL's text type refuses replaced by U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
 
 # Casts on every row: a column that is NULL in every row would otherwise be typed text.
 _UPDATE_DELIVERY_ROW = (
@@ -284,6 +325,30 @@ def next_state(*, attempt_count: int, endpoint_active: bool, failing_since, resu
 
 def record_attempts(*, results: list[tuple[ClaimedDelivery, AttemptOutcome]]) -> dict[str, int]:
     """Log every attempt and move each still-leased delivery on; returns {"delivered", "failed", "stale"} counts."""
+    try:
+        return _record_batch(results=results)
+    except DatabaseError:
+        # One row the database refuses must not leave the whole batch leased (and re-sent after the
+        # lease, forever): record row by row, and a row that still fails is recorded without its texts.
+        logger.exception("webhook.record_batch_failed", extra={"size": len(results)})
+    counts = {"delivered": 0, "failed": 0, "stale": 0}
+    for claimed, result in results:
+        try:
+            one = _record_batch(results=[(claimed, result)])
+        except DatabaseError as exc:
+            logger.exception("webhook.record_failed", extra={"delivery_id": claimed.id})
+            bare = replace(result, response_body="", error=f"the attempt's result could not be stored: {exc}"[:2000])
+            try:
+                one = _record_batch(results=[(claimed, bare)])
+            except DatabaseError:  # e.g. the delivery row is gone: nothing left to record it on
+                logger.exception("webhook.record_failed_again", extra={"delivery_id": claimed.id})
+                continue
+        for key, value in one.items():
+            counts[key] += value
+    return counts
+
+
+def _record_batch(*, results: list[tuple[ClaimedDelivery, AttemptOutcome]]) -> dict[str, int]:
     counts = {"delivered": 0, "failed": 0, "stale": 0}
     if not results:
         return counts
@@ -291,6 +356,8 @@ def record_attempts(*, results: list[tuple[ClaimedDelivery, AttemptOutcome]]) ->
     now = timezone.now()
     by_id = {claimed.id: (claimed, result) for claimed, result in results}
     with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_LOCK_FOR_RECORD, [sorted(by_id)])
+        locked = cursor.fetchall()
         attempt_params = []
         for claimed, result in results:
             attempt_params += [
@@ -298,15 +365,14 @@ def record_attempts(*, results: list[tuple[ClaimedDelivery, AttemptOutcome]]) ->
                 result.attempted_at,
                 result.status_code,
                 result.duration_ms,
-                result.response_body,
-                result.error[:2000],
+                storable_text(result.response_body),
+                storable_text(result.error[:2000]),
                 result.succeeded,
             ]
         cursor.execute(_INSERT_ATTEMPTS.format(rows=", ".join([_INSERT_ATTEMPT_ROW] * len(results))), attempt_params)
 
-        cursor.execute(_LOCK_FOR_RECORD, [list(by_id)])
         update_params, recovered, failing = [], set(), set()
-        for delivery_id, lease_token, attempt_count, endpoint_active, failing_since in cursor.fetchall():
+        for delivery_id, lease_token, attempt_count, endpoint_active, failing_since in locked:
             claimed, result = by_id[delivery_id]
             if lease_token != claimed.lease_token:
                 counts["stale"] += 1  # our lease expired and someone else owns the row now
@@ -329,7 +395,7 @@ def record_attempts(*, results: list[tuple[ClaimedDelivery, AttemptOutcome]]) ->
                 state.attempt_count,
                 state.next_attempt_at,
                 result.status_code,
-                state.last_error,
+                storable_text(state.last_error),
                 result.attempted_at,
                 now if result.succeeded else None,
             ]
@@ -339,16 +405,15 @@ def record_attempts(*, results: list[tuple[ClaimedDelivery, AttemptOutcome]]) ->
         # failing_since marks the first failure since the last success; a 2xx in this chunk wins.
         if recovered:
             cursor.execute(
-                "UPDATE common_webhookendpoint SET failing_since = NULL "
-                "WHERE id = ANY(%s) AND failing_since IS NOT NULL",
-                [list(recovered)],
+                _SET_FAILING_SINCE.format(condition="failing_since IS NOT NULL"),
+                {"ids": sorted(recovered), "value": None},
             )
         if failing - recovered:
             cursor.execute(
-                "UPDATE common_webhookendpoint SET failing_since = %s WHERE id = ANY(%s) AND failing_since IS NULL",
-                [now, list(failing - recovered)],
+                _SET_FAILING_SINCE.format(condition="failing_since IS NULL"),
+                {"ids": sorted(failing - recovered), "value": now},
             )
-    for endpoint_id, reason in to_disable.items():
+    for endpoint_id, reason in sorted(to_disable.items()):
         disable_endpoint(endpoint_id=endpoint_id, reason=reason)
         logger.warning("webhook.endpoint_disabled", extra={"endpoint_id": endpoint_id, "reason": reason})
     return counts
@@ -383,9 +448,10 @@ def deliver_due(*, limit: int, time_budget: float) -> dict[str, int]:
     """Send up to `limit` due deliveries within `time_budget` seconds; returns processed/delivered/failed/remaining."""
     session, executor = _session_and_executor()
     deadline = time.monotonic() + time_budget
+    concurrency = settings.OUTBOX_DELIVERY_CONCURRENCY
     # Several requests per thread per claim: the claim and the recording cost a few round trips
-    # whatever their size, and threads stay busy until the whole claim is sent.
-    claim_size = settings.OUTBOX_DELIVERY_CONCURRENCY * settings.OUTBOX_CLAIM_ROUNDS
+    # whatever their size, and threads stay busy while the next claim is made.
+    claim_size = concurrency * settings.OUTBOX_CLAIM_ROUNDS
     totals = {"processed": 0, "delivered": 0, "failed": 0}
 
     def record(results: list[tuple[ClaimedDelivery, AttemptOutcome | None]]) -> None:
@@ -395,22 +461,32 @@ def deliver_due(*, limit: int, time_budget: float) -> dict[str, int]:
         totals["delivered"] += counts["delivered"]
         totals["failed"] += counts["failed"]
 
-    claimed_count = 0
-    previous: list[tuple[ClaimedDelivery, AttemptOutcome | None]] = []
-    while claimed_count < limit and time.monotonic() < deadline:
-        claimed_at = time.monotonic()
-        claimed = claim_due_deliveries(limit=min(claim_size, limit - claimed_count))
-        if not claimed:
+    # A sliding window, not claim by claim: results are recorded as they complete and the freed room
+    # is claimed again, so one slow endpoint holds one thread, never the healthy deliveries around it.
+    claimed_count, exhausted = 0, False
+    in_flight: dict = {}
+    completed: list[tuple[ClaimedDelivery, AttemptOutcome | None]] = []
+    while True:
+        room = claim_size - len(in_flight)
+        if not exhausted and room >= concurrency and claimed_count < limit and time.monotonic() < deadline:
+            claimed_at = time.monotonic()
+            claimed = claim_due_deliveries(limit=min(room, limit - claimed_count))
+            exhausted = not claimed
+            claimed_count += len(claimed)
+            start_by = latest_start(claimed_at=claimed_at, run_deadline=deadline)
+
+            def send_in_time(claimed: ClaimedDelivery, start_by: float = start_by) -> AttemptOutcome | None:
+                return send(session=session, claimed=claimed) if time.monotonic() <= start_by else None
+
+            for c in claimed:
+                in_flight[executor.submit(send_in_time, c)] = c
+        if not in_flight:
+            record(completed)
             break
-        claimed_count += len(claimed)
-        start_by = latest_start(claimed_at=claimed_at, run_deadline=deadline)
-
-        def send_in_time(claimed: ClaimedDelivery, start_by: float = start_by) -> AttemptOutcome | None:
-            return send(session=session, claimed=claimed) if time.monotonic() <= start_by else None
-
-        futures = [executor.submit(send_in_time, c) for c in claimed]
-        # Record the previous claim while this one is on the wire: its database time costs no HTTP time.
-        record(previous)
-        previous = [(c, future.result()) for c, future in zip(claimed, futures, strict=True)]
-    record(previous)
+        # A short wait once results are waiting: a slow request must not delay recording the others.
+        done, _ = wait(in_flight, timeout=0.05 if completed else None, return_when=FIRST_COMPLETED)
+        completed += [(in_flight.pop(future), future.result()) for future in done]
+        if completed and (len(completed) >= concurrency or not done or not in_flight):
+            record(completed)  # while the window's other requests are on the wire
+            completed = []
     return {**totals, "remaining": count_due()}

@@ -7,8 +7,17 @@ between a validation and the connect (DNS rebinding) cannot slip through.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import ipaddress
+import itertools
+import os
 import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeoutError
+from contextlib import contextmanager
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -110,10 +119,129 @@ def check_url(*, url: str) -> None:
         raise BlockedDestinationError(f"refused {url!r}: {address} is a {reason} address")
 
 
+class AttemptDeadline:
+    """A wall-clock limit for one HTTP attempt: when it passes, the attempt's sockets are shut down."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._done = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def remaining(self) -> float:
+        return self.at - time.monotonic()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shutdown(sock)
+
+    def finish(self) -> None:
+        # Before the connection goes back to the pool: a later expiry must not hit its next user.
+        with self._lock:
+            self._done = True
+            self._sockets.clear()
+
+    def expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for sock in self._sockets:
+                _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # shutdown (not close) wakes a thread blocked in recv/connect on this socket at once.
+    with contextlib.suppress(OSError):  # not connected yet, or already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    # One thread per process expires every attempt's deadline: a Timer per request would start a
+    # thread per request, which costs more than the request on loopback.
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list = []
+        self._order = itertools.count()
+        self._pid: int | None = None
+
+    def add(self, deadline: AttemptDeadline) -> None:
+        with self._cond:
+            if self._pid != os.getpid():  # first use in this (possibly forked) process
+                self._pid, self._heap = os.getpid(), []
+                threading.Thread(target=self._run, name="webhook-deadlines", daemon=True).start()
+            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            if self._heap[0][2] is deadline:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._heap and self._heap[0][0] <= now:
+                    heapq.heappop(self._heap)[2].expire()
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_watchdog = _Watchdog()
+_current = threading.local()
+
+
+@contextmanager
+def attempt_deadline(*, seconds: float):
+    """Bound everything this thread's guarded connections do inside the block (DNS, connect, send, read)."""
+    deadline = AttemptDeadline(seconds)
+    _watchdog.add(deadline)
+    _current.deadline = deadline
+    try:
+        yield deadline
+    finally:
+        _current.deadline = None
+        deadline.finish()
+
+
+def _current_deadline() -> AttemptDeadline | None:
+    return getattr(_current, "deadline", None)
+
+
+_resolvers = {"pid": None, "pool": None}
+_resolvers_lock = threading.Lock()
+
+
+def _resolve(host: str, port: int, timeout: float | None) -> list:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)  # a literal: nothing to look up
+    if timeout is None:
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
+    # getaddrinfo has no timeout: run it in a small pool and stop waiting for it (the lookup itself
+    # finishes in the background, bounded by the resolver's own retries).
+    with _resolvers_lock:
+        if _resolvers["pid"] != os.getpid():
+            _resolvers.update(pid=os.getpid(), pool=ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-dns"))
+        future = _resolvers["pool"].submit(socket.getaddrinfo, host, port, 0, socket.SOCK_STREAM)
+    try:
+        return future.result(timeout=max(0.0, timeout))
+    except FutureTimeoutError:
+        raise DestinationResolutionError(f"DNS lookup of {host!r} took longer than {timeout:.3g}s") from None
+
+
 def _guarded_socket(conn: HTTPConnection) -> socket.socket:
     host = conn._dns_host
+    deadline = _current_deadline()
+    timeout = conn.timeout if isinstance(conn.timeout, int | float) else None
+    if deadline is not None:
+        timeout = min(timeout, deadline.remaining()) if timeout is not None else deadline.remaining()
+        if timeout <= 0:
+            raise TimeoutError("the attempt's total deadline passed before connecting")
     try:
-        infos = socket.getaddrinfo(host, conn.port, 0, socket.SOCK_STREAM)
+        infos = _resolve(host, conn.port, timeout)
     except socket.gaierror as exc:
         raise DestinationResolutionError(f"DNS lookup failed: {exc}") from None
     # Refuse if ANY answer is internal: trying only the public ones would still let an attacker
@@ -131,7 +259,10 @@ def _guarded_socket(conn: HTTPConnection) -> socket.socket:
         sock = socket.socket(family, socktype, proto)
         try:
             _set_socket_options(sock, conn.socket_options)
-            if conn.timeout is not None:
+            if deadline is not None:
+                deadline.watch(sock)
+                sock.settimeout(max(0.001, min(timeout, deadline.remaining())))
+            elif conn.timeout is not None:
                 sock.settimeout(conn.timeout)
             sock.connect(sockaddr)  # exactly the address checked above; no second lookup
             return sock
@@ -142,6 +273,13 @@ def _guarded_socket(conn: HTTPConnection) -> socket.socket:
 
 
 class _GuardedMixin:
+    def request(self, *args, **kwargs):
+        # A reused keep-alive connection's socket is put under the current attempt's deadline too.
+        deadline = _current_deadline()
+        if deadline is not None and self.sock is not None:
+            deadline.watch(self.sock)
+        return super().request(*args, **kwargs)
+
     def _new_conn(self) -> socket.socket:
         try:
             return _guarded_socket(self)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -37,29 +38,62 @@ SELECT (SELECT id FROM event), (SELECT count(*) FROM deliveries)
 """  # noqa: S608 - only a constant is interpolated
 
 
-def _validate(*, event_type: str, aggregate_type: str, aggregate_id: str, payload: dict, idempotency_key: str) -> str:
+# An escaped NUL (an odd number of backslashes before u0000) in JSON text: jsonb refuses it.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _max_length(field: str) -> int:
+    return OutboxEvent._meta.get_field(field).max_length
+
+
+def _validate(
+    *, event_type: object, aggregate_type: object, aggregate_id: object, payload: object, idempotency_key: object
+) -> tuple[str, str]:
+    # Everything the database would refuse is refused here, before any SQL: an error inside the
+    # single INSERT statement would abort the caller's transaction.
+    for name, value in (("event_type", event_type), ("aggregate_type", aggregate_type)):
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a str, got {type(value).__name__}")
     if not event_type or "*" in event_type or not PATTERN.match(event_type):
         raise ValueError(f"event_type must be a dotted lowercase name like file.stored, got {event_type!r}")
+    if aggregate_id is None or isinstance(aggregate_id, bool) or not isinstance(aggregate_id, str | int | uuid.UUID):
+        raise ValueError(f"aggregate_id must be a str, int or UUID, got {type(aggregate_id).__name__}")
+    aggregate_id = str(aggregate_id)
     if not aggregate_type or not aggregate_id:
         raise ValueError("aggregate_type and aggregate_id must not be empty")
-    if not idempotency_key or len(idempotency_key) > 255:
-        raise ValueError("idempotency_key must be 1 to 255 characters")
+    if not isinstance(idempotency_key, str) or not idempotency_key:
+        raise ValueError(f"idempotency_key must be a non-empty str, got {idempotency_key!r}")
+    for name, value in (
+        ("event_type", event_type),
+        ("aggregate_type", aggregate_type),
+        ("aggregate_id", aggregate_id),
+        ("idempotency_key", idempotency_key),
+    ):
+        if len(value) > _max_length(name):
+            raise ValueError(f"{name} must be at most {_max_length(name)} characters, got {len(value)}")
+        if "\x00" in value:
+            raise ValueError(f"{name} must not contain NUL characters")
     if not isinstance(payload, dict):
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
     try:
-        return json.dumps(payload, cls=DjangoJSONEncoder)
+        payload_json = json.dumps(payload, cls=DjangoJSONEncoder, allow_nan=False)
     except TypeError as exc:
         raise TypeError(f"payload is not JSON-serializable: {exc}") from None
+    except ValueError as exc:  # NaN or Infinity: valid Python floats, not JSON
+        raise ValueError(f"payload is not valid JSON: {exc}") from None
+    if _JSON_NUL.search(payload_json):
+        raise ValueError("payload must not contain NUL characters (\\u0000): PostgreSQL's jsonb refuses them")
+    return aggregate_id, payload_json
 
 
 def emit_event(
     *, event_type: str, aggregate_type: str, aggregate_id: str, payload: dict, idempotency_key: str
 ) -> OutboxEvent:
     """Write the event and one delivery per matching active endpoint in the caller's transaction; idempotent."""
-    payload_json = _validate(
+    aggregate_id, payload_json = _validate(
         event_type=event_type,
         aggregate_type=aggregate_type,
-        aggregate_id=str(aggregate_id),
+        aggregate_id=aggregate_id,
         payload=payload,
         idempotency_key=idempotency_key,
     )

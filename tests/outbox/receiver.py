@@ -12,7 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Receiver:
     """Each path answers from its plan: a list of steps used in order, the last one repeating.
 
-    A step is an int status, a (status, headers) tuple, ("hang", seconds) or "hold" (block until release()).
+    A step is an int status, a (status, headers) tuple, ("hang", seconds), "hold" (block until release()),
+    ("body", status, bytes) (answer with that body) or ("trickle", seconds, n) (send n bytes of a status
+    line and headers one per `seconds`, never finishing the headers).
     """
 
     def __init__(self) -> None:
@@ -49,6 +51,17 @@ class Receiver:
                         {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.monotonic()}
                     )
                 headers = {}
+                payload = None
+                if isinstance(step, tuple) and step[0] == "trickle":
+                    with contextlib.suppress(OSError):
+                        for byte in (b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * step[2])[: step[2]]:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(step[1])
+                    self.close_connection = True
+                    return
+                if isinstance(step, tuple) and step[0] == "body":
+                    _, step, payload = step
                 if step == "hold":
                     receiver.held.set()
                     receiver.released.wait(60)
@@ -58,7 +71,8 @@ class Receiver:
                     step = 200
                 if isinstance(step, tuple):
                     step, headers = step
-                payload = b'{"ok": true}' if 200 <= step < 300 else b"nope " * 2000
+                if payload is None:
+                    payload = b'{"ok": true}' if 200 <= step < 300 else b"nope " * 2000
                 try:
                     self.send_response(step)
                     for name, value in headers.items():
