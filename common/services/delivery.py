@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -463,30 +464,46 @@ def deliver_due(*, limit: int, time_budget: float) -> dict[str, int]:
 
     # A sliding window, not claim by claim: results are recorded as they complete and the freed room
     # is claimed again, so one slow endpoint holds one thread, never the healthy deliveries around it.
-    claimed_count, exhausted = 0, False
-    in_flight: dict = {}
+    # Recording costs a few round trips whatever its size: gather half a claim's results for it.
+    record_size = max(concurrency, claim_size // 2)
+    claimed_count, exhausted, in_flight = 0, False, 0
+    finished: queue.SimpleQueue = queue.SimpleQueue()  # (claimed, outcome) in completion order
     completed: list[tuple[ClaimedDelivery, AttemptOutcome | None]] = []
     while True:
-        room = claim_size - len(in_flight)
+        room = claim_size - in_flight
         if not exhausted and room >= concurrency and claimed_count < limit and time.monotonic() < deadline:
             claimed_at = time.monotonic()
             claimed = claim_due_deliveries(limit=min(room, limit - claimed_count))
             exhausted = not claimed
             claimed_count += len(claimed)
+            in_flight += len(claimed)
             start_by = latest_start(claimed_at=claimed_at, run_deadline=deadline)
 
-            def send_in_time(claimed: ClaimedDelivery, start_by: float = start_by) -> AttemptOutcome | None:
-                return send(session=session, claimed=claimed) if time.monotonic() <= start_by else None
+            def send_in_time(claimed: ClaimedDelivery, start_by: float = start_by) -> None:
+                outcome = None  # not sent: its lease is released
+                try:
+                    if time.monotonic() <= start_by:
+                        outcome = send(session=session, claimed=claimed)
+                finally:
+                    finished.put((claimed, outcome))
 
             for c in claimed:
-                in_flight[executor.submit(send_in_time, c)] = c
+                executor.submit(send_in_time, c)
         if not in_flight:
             record(completed)
             break
         # A short wait once results are waiting: a slow request must not delay recording the others.
-        done, _ = wait(in_flight, timeout=0.05 if completed else None, return_when=FIRST_COMPLETED)
-        completed += [(in_flight.pop(future), future.result()) for future in done]
-        if completed and (len(completed) >= concurrency or not done or not in_flight):
+        got = 0
+        try:
+            item = finished.get(timeout=0.05 if completed else None)
+            while True:
+                completed.append(item)
+                got += 1
+                item = finished.get_nowait()
+        except queue.Empty:
+            pass
+        in_flight -= got
+        if completed and (len(completed) >= record_size or not got or not in_flight):
             record(completed)  # while the window's other requests are on the wire
             completed = []
     return {**totals, "remaining": count_due()}
