@@ -62,6 +62,10 @@ class EmbeddedPostgres:
                 try:
                     if not self.is_running():
                         self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file), "-o", self._server_options())
+                    elif not self.port and not self._socket_file().exists():
+                        # Something (a /tmp cleaner) deleted the socket of a live server, which
+                        # PostgreSQL never recreates: only a restart makes it reachable again.
+                        self._pg_ctl("restart", "-w", "-t", "60", "-m", "fast", "-l", str(self.log_file))
                     self._create_database(database)
                     return self.url(database)
                 except (psycopg.OperationalError, RuntimeError):
@@ -85,6 +89,9 @@ class EmbeddedPostgres:
             return False
         result = self._run([self._bin("pg_ctl"), "status", "-D", str(self.cluster_dir)], check=False)
         return result.returncode == 0
+
+    def _socket_file(self) -> Path:
+        return self.socket_dir / ".s.PGSQL.5432"
 
     def _socket_dir(self) -> Path:
         if len(str(self.base_dir)) <= _MAX_SOCKET_DIR:

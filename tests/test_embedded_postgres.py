@@ -86,3 +86,11 @@ def test_long_project_path_restarts_after_its_socket_directory_was_cleaned(tmp_p
 
 def test_stop_without_a_cluster_is_a_no_op(tmp_path):
     EmbeddedPostgres(tmp_path / "never-started").stop()
+
+
+def test_a_deleted_socket_of_a_live_server_is_healed(server):
+    url = server.start()
+    (server.socket_dir / ".s.PGSQL.5432").unlink()  # as a /tmp cleaner would
+    with psycopg.connect(server.start()) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert server.start() == url
