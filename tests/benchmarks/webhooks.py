@@ -69,6 +69,7 @@ def main() -> None:
     from common.services.endpoints import create_endpoint
     from common.services.outbox import emit_event
     from common.services.signing import envelope_body
+    from tests.outbox.emitting import emit_many
     from tests.outbox.receiver import Receiver
     from tests.processes import ManagedProcess, celery_command, process_env
 
@@ -96,15 +97,7 @@ def main() -> None:
     # Outbox: emit n events (one transaction), then drain with one in-process dispatcher.
     create_endpoint(url=receiver.plan("/hook", [200]))
     started = time.perf_counter()
-    with transaction.atomic():
-        for i in range(n):
-            emit_event(
-                event_type="file.stored",
-                aggregate_type="upload",
-                aggregate_id=str(i),
-                payload={"i": i, "name": f"file-{i}.pdf"},
-                idempotency_key=f"t{i}",
-            )
+    emit_many(n, key_prefix="t")
     emit_seconds = time.perf_counter() - started
     started = time.perf_counter()
     delivered = 0

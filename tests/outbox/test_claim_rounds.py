@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from django.db import transaction
 
 from common.models import DeliveryAttempt, WebhookDelivery
 from common.services.delivery import deliver_due, latest_start
 from common.services.endpoints import create_endpoint
-from common.services.outbox import emit_event
+from tests.outbox.emitting import emit_many
 
 pytestmark = pytest.mark.django_db
-
-
-def emit_many(n: int) -> None:
-    with transaction.atomic():
-        for i in range(n):
-            emit_event(
-                event_type="file.stored",
-                aggregate_type="upload",
-                aggregate_id=str(i),
-                payload={"i": i},
-                idempotency_key=f"k{i}",
-            )
 
 
 def test_one_claim_sends_several_rounds_per_thread(receiver, settings):

@@ -7,29 +7,16 @@ import time
 from collections import Counter
 
 import pytest
-from django.db import transaction
 
 from common.models import DeliveryAttempt, WebhookDelivery
 from common.services.delivery import deliver_due
 from common.services.endpoints import create_endpoint
-from common.services.outbox import emit_event
+from tests.outbox.emitting import emit_many
 from tests.processes import PROJECT_DIR
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 DELIVER = [sys.executable, str(PROJECT_DIR / "manage.py"), "outbox_deliver", "--drain"]
-
-
-def emit_many(n: int) -> None:
-    with transaction.atomic():
-        for i in range(n):
-            emit_event(
-                event_type="file.stored",
-                aggregate_type="upload",
-                aggregate_id=str(i),
-                payload={"i": i},
-                idempotency_key=f"e{i}",
-            )
 
 
 def test_three_concurrent_dispatcher_processes_send_each_webhook_id_exactly_once(receiver, start_process, clean_broker):
