@@ -37,9 +37,8 @@ def leader_pid() -> int | None:
     return row.pid if row else None
 
 
-def test_one_leader_dispatches_and_standby_takes_over_after_kill_9_without_double_slots(start_worker, start_beat):
-    every, _ = IntervalSchedule.objects.get_or_create(every=INTERVAL, period=IntervalSchedule.SECONDS)
-    PeriodicTask.objects.create(name="ops-slot", task="common.tasks.heartbeat", interval=every)
+def start_leader_and_standby(start_worker, start_beat):
+    """A worker, then a beat that leads and a second one on standby."""
     start_worker(queues="default", concurrency=1)
     first = start_beat(**BEAT_ENV)
     wait_until(lambda: leader_pid() == first.pid, 30, "the first beat to lead")
@@ -47,6 +46,13 @@ def test_one_leader_dispatches_and_standby_takes_over_after_kill_9_without_doubl
     wait_until(
         lambda: BeatInstance.objects.filter(pid=second.pid, is_leader=False).exists(), 30, "the second beat on standby"
     )
+    return first, second
+
+
+def test_one_leader_dispatches_and_standby_takes_over_after_kill_9_without_double_slots(start_worker, start_beat):
+    every, _ = IntervalSchedule.objects.get_or_create(every=INTERVAL, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(name="ops-slot", task="common.tasks.heartbeat", interval=every)
+    first, second = start_leader_and_standby(start_worker, start_beat)
     wait_until(lambda: len(runs("ops-slot")) >= 4, 40, "slots dispatched by the leader")
     # The standby dispatched nothing: it never logged a send.
     assert "Sending due task" not in second.output()
@@ -104,13 +110,7 @@ def test_leader_whose_lock_session_is_killed_stops_and_standby_takes_over_withou
     PeriodicTask.objects.create(name="ops-slot", task="common.tasks.heartbeat", interval=every)
     # Reconciliation fails in every beat that runs it: that must neither leave a beat unguarded nor stop dispatching.
     poison_reconciliation()
-    start_worker(queues="default", concurrency=1)
-    first = start_beat(**BEAT_ENV)
-    wait_until(lambda: leader_pid() == first.pid, 30, "the first beat to lead")
-    second = start_beat(**BEAT_ENV)
-    wait_until(
-        lambda: BeatInstance.objects.filter(pid=second.pid, is_leader=False).exists(), 30, "the second beat on standby"
-    )
+    first, second = start_leader_and_standby(start_worker, start_beat)
     wait_until(lambda: len(runs("ops-slot")) >= 3, 40, "slots dispatched by the leader")
     assert "beat schedule reconciliation failed" in first.output()
     # Only the leader reconciles, and the standby (guarded despite the failing reconciliation) sends nothing.

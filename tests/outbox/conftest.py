@@ -18,3 +18,10 @@ def fast_retries(settings):
     settings.OUTBOX_RETRY_SCHEDULE = [1, 1, 1]
     settings.OUTBOX_RETRY_JITTER = 0.0
     return settings
+
+
+@pytest.fixture
+def no_allowlist(settings):
+    """The production default: no network opted back in, so loopback receivers are refused too."""
+    settings.WEBHOOK_ALLOWED_NETWORKS = []
+    return settings

@@ -16,12 +16,6 @@ from common.services.outbox import emit_event
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def no_allowlist(settings):
-    settings.WEBHOOK_ALLOWED_NETWORKS = []
-    return settings
-
-
 @pytest.mark.parametrize(
     ("address", "reason"),
     [

@@ -276,12 +276,6 @@ def test_deliver_command_refuses_a_non_positive_batch():
 # --- S2: SSRF guard gaps ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def no_allowlist(settings):
-    settings.WEBHOOK_ALLOWED_NETWORKS = []
-    return settings
-
-
 @pytest.mark.parametrize(
     ("address", "reason"),
     [
