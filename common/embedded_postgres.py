@@ -28,6 +28,8 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = PROJECT_DIR / ".pgdata"
 # PostgreSQL refuses to run as root; as root we run it as this system user.
 SERVER_USER = "pgserver"
+# Base directories whose server this process started (so a test run can stop what it started).
+STARTED_HERE: set[Path] = set()
 # A Unix socket path must fit in 107 bytes.
 _MAX_SOCKET_DIR = 90
 
@@ -62,6 +64,7 @@ class EmbeddedPostgres:
                 try:
                     if not self.is_running():
                         self._pg_ctl("start", "-w", "-t", "60", "-l", str(self.log_file), "-o", self._server_options())
+                        STARTED_HERE.add(self.base_dir)
                     elif not self.port and not self._socket_file().exists():
                         # Something (a /tmp cleaner) deleted the socket of a live server, which
                         # PostgreSQL never recreates: only a restart makes it reachable again.

@@ -10,10 +10,19 @@ from kombu.transport.sqlalchemy import Channel as SqlaChannel
 
 from boot.celery import app as celery_app
 from boot.settings import broker_url_for, database_url_for
+from common import embedded_postgres
 from common.broker.transport import dispose_engines as dispose_broker_engines
+from common.embedded_postgres import EmbeddedPostgres
 from tests.processes import ManagedProcess, celery_command, process_env
 
 _names = itertools.count(1)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the embedded PostgreSQL this run started (not one `make dev` runs), so none outlives its checkout."""
+    server = EmbeddedPostgres()
+    if server.base_dir in embedded_postgres.STARTED_HERE:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
