@@ -37,12 +37,10 @@ CHECKS = {"database": _check_database, "broker": _check_broker}
 
 
 def check_readiness() -> dict:
-    """Run every check; return {"ok", "degraded", "checks", "background"}, never raising.
-
-    "ok" covers what this process needs to serve (database, broker): false means 503.
-    "degraded" means the background is unwell (no live worker, stale beat) while this
-    process can still serve: reported, but it must not take web out of rotation.
-    """
+    """Run every check and report {"ok", "degraded", "checks", "background"}; never raises."""
+    # "ok" covers what this process needs to serve (database, broker): false means 503.
+    # "degraded" means the background is unwell (no live worker, stale beat) while this
+    # process can still serve: reported, but it must not take web out of rotation.
     results = {}
     for name, check in CHECKS.items():
         try:
