@@ -10,11 +10,6 @@ from django.conf import settings
 from django.utils import timezone
 
 
-def max_attempts() -> int:
-    """Total attempts a delivery gets: the first one plus one per schedule step."""
-    return len(settings.OUTBOX_RETRY_SCHEDULE) + 1
-
-
 def next_delay(*, attempts_made: int, retry_after: float | None = None) -> float | None:
     """Seconds until the next attempt after `attempts_made` failures (jittered, >= Retry-After), None if exhausted."""
     schedule = settings.OUTBOX_RETRY_SCHEDULE
