@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test format bench db-stop
+.PHONY: dev test format bench db-stop screenshots chromium
 
 dev: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile.dev
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
@@ -20,6 +20,14 @@ bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.broker
 	$(BIN)/python -m tests.benchmarks.webhooks
 	$(BIN)/python -m tests.benchmarks.uploads
+
+# PNGs of every page at 375 and 1440 px into docs/screenshots/ (not part of `make test`).
+screenshots: $(STAMP) chromium
+	$(BIN)/python -m tests.portal.screenshots
+
+# The browser tests drive Debian's chromium (Playwright's own browser download cannot work here).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 # Stop the embedded PostgreSQL that `make dev`/`make test` start when DATABASE_URL is unset.
 db-stop: $(STAMP)

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlencode
 
 import dj_database_url
 from configurations import Configuration, values
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
@@ -103,13 +104,36 @@ class Base(Configuration):
     ]
     MIDDLEWARE = [
         "django.middleware.security.SecurityMiddleware",
+        # Static files (Uppy's vendored bundle, the stylesheet) straight from the WSGI app, also in Prod.
+        "whitenoise.middleware.WhiteNoiseMiddleware",
         "django.contrib.sessions.middleware.SessionMiddleware",
         "django.middleware.common.CommonMiddleware",
         "django.middleware.csrf.CsrfViewMiddleware",
         "django.contrib.auth.middleware.AuthenticationMiddleware",
         "django.contrib.messages.middleware.MessageMiddleware",
         "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        "csp.middleware.CSPMiddleware",
     ]
+    # Only the app's own scripts and styles; blob:/data: images are Uppy's thumbnails and icons.
+    CONTENT_SECURITY_POLICY = {
+        "DIRECTIVES": {
+            "default-src": [SELF],
+            "script-src": [SELF],
+            "style-src": [SELF],
+            "img-src": [SELF, "data:", "blob:"],
+            "connect-src": [SELF],
+            "worker-src": [SELF],
+            "object-src": [NONE],
+            "base-uri": [SELF],
+            "form-action": [SELF],
+            "frame-ancestors": [NONE],
+        }
+    }
+    X_FRAME_OPTIONS = "DENY"
+    SESSION_COOKIE_HTTPONLY = True
+    LOGIN_URL = "login"
+    LOGIN_REDIRECT_URL = "files"
+    LOGOUT_REDIRECT_URL = "login"
     ROOT_URLCONF = "boot.urls"
     WSGI_APPLICATION = "boot.wsgi.application"
     TEMPLATES = [
@@ -132,6 +156,9 @@ class Base(Configuration):
     USE_TZ = True
     STATIC_URL = "static/"
     STATIC_ROOT = BASE_DIR / "staticfiles"
+    # Dev and Test serve static files from the apps' folders; Prod from STATIC_ROOT after collectstatic.
+    WHITENOISE_USE_FINDERS = True
+    STATICFILES_BACKEND = "django.contrib.staticfiles.storage.StaticFilesStorage"
 
     # --- Celery (namespace CELERY_) ------------------------------------------
     # Unset means: the same PostgreSQL database as DATABASE_URL (kombu_message table).
@@ -370,7 +397,7 @@ class Base(Configuration):
             cls.FILE_UPLOAD_STAGING_DIR = str(media_root / "incoming")
         cls.STORAGES = {
             "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+            "staticfiles": {"BACKEND": cls.STATICFILES_BACKEND},
             # No base_url: nothing links to these files directly.
             "uploads": {
                 "BACKEND": "django.core.files.storage.FileSystemStorage",
@@ -500,6 +527,9 @@ class Prod(Base):
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_CONTENT_TYPE_NOSNIFF = True
+    # Hashed, compressed files collected by `collectstatic` (the release step), cached forever by browsers.
+    WHITENOISE_USE_FINDERS = False
+    STATICFILES_BACKEND = "whitenoise.storage.CompressedManifestStaticFilesStorage"
     # Load balancers and orchestrators probe over plain HTTP.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
     # Production data never goes to the embedded server's local disk.

@@ -12,4 +12,5 @@ urlpatterns = [
     path("admin/status/", admin.site.admin_view(monitoring_views.status_page), name="ops-status-page"),
     path("admin/", admin.site.urls),
     path("api/", include("portal.urls")),
+    path("", include("portal.page_urls")),
 ]

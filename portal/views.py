@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import functools
 
 from django.conf import settings
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
-from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from portal.downloads import download_response
 from portal.models import UploadFile
 from portal.services.errors import UploadRejected
 from portal.services.file_access import get_owned_upload, is_expired, open_for_download, owned_uploads
@@ -117,19 +117,7 @@ def file_detail(request: HttpRequest, file_id: str):
 @api_view("GET")
 def file_download(request: HttpRequest, file_id: str):
     upload, handle = open_for_download(owner=request.user, file_id=file_id)
-    response = FileResponse(
-        handle,
-        as_attachment=True,
-        filename=upload.original_filename,
-        content_type=upload.content_type or "application/octet-stream",
-    )
-    response["Content-Length"] = str(upload.size_bytes)
-    response["X-Content-Type-Options"] = "nosniff"
-    response["X-Checksum-SHA256"] = upload.sha256
-    # RFC 9530 form of the same checksum, for clients that verify digests generically.
-    response["Repr-Digest"] = f"sha-256=:{base64.b64encode(bytes.fromhex(upload.sha256)).decode()}:"
-    response["Cache-Control"] = "private, no-store"
-    return response
+    return download_response(upload=upload, handle=handle)
 
 
 @csrf_exempt

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
@@ -50,11 +51,16 @@ def validate_endpoint_input(*, url: str, event_types: object, description: str) 
     return list(event_types)
 
 
-def create_endpoint(*, url: str, event_types: list[str] | None = None, description: str = "") -> WebhookEndpoint:
-    """Create an active endpoint with a fresh `whsec_` secret, after checking the URL and patterns."""
+def create_endpoint(
+    *, url: str, event_types: list[str] | None = None, description: str = "", owner: AbstractBaseUser | None = None
+) -> WebhookEndpoint:
+    """Create an active endpoint with a fresh `whsec_` secret, after checking the URL and patterns.
+
+    No owner: an operator's endpoint (every event); an owner: only events about that user.
+    """
     patterns = validate_endpoint_input(url=url, event_types=event_types, description=description)
     return WebhookEndpoint.objects.create(
-        url=url, event_types=patterns, description=description, secret=generate_secret()
+        url=url, event_types=patterns, description=description, secret=generate_secret(), owner=owner
     )
 
 

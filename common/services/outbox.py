@@ -22,8 +22,10 @@ logger = logging.getLogger(__name__)
 # the first writer's commit, then does nothing. Row values mirror the models' defaults.
 _INSERT_EVENT_AND_DELIVERIES = f"""
 WITH event AS (
-    INSERT INTO common_outboxevent (id, event_type, aggregate_type, aggregate_id, payload, idempotency_key, created_at)
-    VALUES (%(id)s, %(event_type)s, %(aggregate_type)s, %(aggregate_id)s, %(payload)s::jsonb, %(key)s, %(now)s)
+    INSERT INTO common_outboxevent
+        (id, event_type, aggregate_type, aggregate_id, payload, idempotency_key, created_at, subject_user_id)
+    VALUES (%(id)s, %(event_type)s, %(aggregate_type)s, %(aggregate_id)s, %(payload)s::jsonb, %(key)s, %(now)s,
+            %(subject_user_id)s)
     ON CONFLICT (event_type, idempotency_key) DO NOTHING
     RETURNING id
 ), deliveries AS (
@@ -31,7 +33,8 @@ WITH event AS (
         (event_id, endpoint_id, status, attempt_count, next_attempt_at, last_error, created_at)
     SELECT event.id, e.id, 'pending', 0, %(now)s, '', %(now)s
     FROM event CROSS JOIN common_webhookendpoint e
-    WHERE e.is_active AND {SUBSCRIBED_SQL}
+    -- Operators' endpoints (no owner) get every event; an owner's only events about that owner.
+    WHERE e.is_active AND (e.owner_id IS NULL OR e.owner_id = %(subject_user_id)s) AND {SUBSCRIBED_SQL}
     RETURNING 1
 )
 SELECT (SELECT id FROM event), (SELECT count(*) FROM deliveries)
@@ -47,7 +50,13 @@ def _max_length(field: str) -> int:
 
 
 def _validate(
-    *, event_type: object, aggregate_type: object, aggregate_id: object, payload: object, idempotency_key: object
+    *,
+    event_type: object,
+    aggregate_type: object,
+    aggregate_id: object,
+    payload: object,
+    idempotency_key: object,
+    subject_user_id: object,
 ) -> tuple[str, str]:
     # Everything the database would refuse is refused here, before any SQL: an error inside the
     # single INSERT statement would abort the caller's transaction.
@@ -81,21 +90,33 @@ def _validate(
         raise TypeError(f"payload is not JSON-serializable: {exc}") from None
     except ValueError as exc:  # NaN or Infinity: valid Python floats, not JSON
         raise ValueError(f"payload is not valid JSON: {exc}") from None
+    if subject_user_id is not None and (isinstance(subject_user_id, bool) or not isinstance(subject_user_id, int)):
+        raise ValueError(f"subject_user_id must be a user's id (int) or None, got {subject_user_id!r}")
     if _JSON_NUL.search(payload_json):
         raise ValueError("payload must not contain NUL characters (\\u0000): PostgreSQL's jsonb refuses them")
     return aggregate_id, payload_json
 
 
 def emit_event(
-    *, event_type: str, aggregate_type: str, aggregate_id: str, payload: dict, idempotency_key: str
+    *,
+    event_type: str,
+    aggregate_type: str,
+    aggregate_id: str,
+    payload: dict,
+    idempotency_key: str,
+    subject_user_id: int | None = None,
 ) -> OutboxEvent:
-    """Write the event and one delivery per matching active endpoint in the caller's transaction; idempotent."""
+    """Write the event and one delivery per matching active endpoint in the caller's transaction; idempotent.
+
+    `subject_user_id` is the user the event is about: their own endpoints receive it, other users' never.
+    """
     aggregate_id, payload_json = _validate(
         event_type=event_type,
         aggregate_type=aggregate_type,
         aggregate_id=aggregate_id,
         payload=payload,
         idempotency_key=idempotency_key,
+        subject_user_id=subject_user_id,
     )
     now = timezone.now()
     event_id = uuid.uuid4()
@@ -107,6 +128,7 @@ def emit_event(
         "payload": payload_json,
         "key": idempotency_key,
         "now": now,
+        "subject_user_id": subject_user_id,
     }
     with connection.cursor() as cursor:
         cursor.execute(_INSERT_EVENT_AND_DELIVERIES, params)
@@ -124,6 +146,7 @@ def emit_event(
         payload=json.loads(payload_json),
         idempotency_key=idempotency_key,
         created_at=now,
+        subject_user_id=subject_user_id,
     )
     event._state.adding, event._state.db = False, connection.alias
     return event
@@ -167,8 +190,9 @@ def send_test_event(*, endpoint_id: int) -> OutboxEvent:
             event_type="webhook.test",
             aggregate_type="webhook_endpoint",
             aggregate_id=str(endpoint.id),
-            payload={"endpoint_id": endpoint.id, "message": "Test event sent from the Doorito admin."},
+            payload={"endpoint_id": endpoint.id, "message": "Test event sent from Doorito."},
             idempotency_key=f"test-{uuid.uuid4()}",
+            subject_user_id=endpoint.owner_id,
         )
         WebhookDelivery.objects.create(event=event, endpoint=endpoint, next_attempt_at=timezone.now())
         nudge_delivery()

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from common.models import OutboxEvent
 from common.services.outbox import emit_event
 from portal.models import UploadFile
 
 AGGREGATE_TYPE = "portal.upload_file"
+
+# Every event the portal emits, with what it means: the subscriber's page offers exactly these.
+FILE_EVENT_TYPES = {
+    "file.stored": "a file finished uploading and can be downloaded",
+    "file.expiring": "a file reaches the end of its TTL within FILE_UPLOAD_EXPIRY_NOTIFY_HOURS",
+    "file.expired": "a file's TTL ended and it was removed",
+    "file.deleted": "a file was deleted by its owner",
+}
 
 
 def file_event_payload(*, upload: UploadFile) -> dict:
@@ -20,7 +29,7 @@ def file_event_payload(*, upload: UploadFile) -> dict:
     }
 
 
-def emit_file_event(*, event_type: str, upload: UploadFile):
+def emit_file_event(*, event_type: str, upload: UploadFile) -> OutboxEvent:
     """Write `event_type` for `upload` into the caller's transaction, at most once per file and type."""
     return emit_event(
         event_type=event_type,
@@ -29,4 +38,6 @@ def emit_file_event(*, event_type: str, upload: UploadFile):
         payload=file_event_payload(upload=upload),
         # Deterministic: a retry or a concurrent run gets the existing event back.
         idempotency_key=str(upload.id),
+        # The owner's own endpoints receive it; other users' never do.
+        subject_user_id=upload.owner_id,
     )

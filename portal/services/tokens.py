@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from portal.models import ApiToken
@@ -32,6 +33,16 @@ def create_api_token(*, user: AbstractBaseUser, name: str = "") -> IssuedToken:
         user=user, name=name[:100], prefix=plaintext[: len(TOKEN_PREFIX) + 6], token_hash=hash_token(plaintext)
     )
     return IssuedToken(token=token, plaintext=plaintext)
+
+
+def user_api_tokens(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+    """The user's tokens, active and revoked, newest first."""
+    return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def revoke_user_api_token(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
+    """Revoke one of the user's own tokens; ApiToken.DoesNotExist for another user's or a missing one."""
+    return revoke_api_token(token=user_api_tokens(user=user).get(pk=token_id))
 
 
 def rename_api_token(*, token: ApiToken, name: str) -> ApiToken:

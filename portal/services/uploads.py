@@ -13,7 +13,7 @@ import hmac
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import IO
 
@@ -198,8 +198,13 @@ def receive_upload(
     stream: IO[bytes],
     params: Mapping[str, str],
     now: datetime | None = None,
+    check_fields: Callable[[Mapping[str, str]], None] | None = None,
 ) -> UploadFile:
-    """Stream a multipart upload to storage and mark it stored with file.stored, or keep nothing and raise."""
+    """Stream a multipart upload to storage and mark it stored with file.stored, or keep nothing and raise.
+
+    `check_fields` sees the form fields before anything is stored and may raise UploadRejected
+    (the pages' plain form checks its CSRF token there, since the body is only read here).
+    """
     now = now or timezone.now()
     if not meta.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
         raise UploadRejected("not_multipart", "Send the file as multipart/form-data.", status=415)
@@ -229,6 +234,8 @@ def receive_upload(
         except OSError as exc:  # reads are _ClientGone, so this is staging: mkdir, open, write, close
             raise _storage_failed(exc, upload=handler.upload, step="staging") from exc
         staged = files.get(FILE_FIELD)
+        if check_fields is not None:
+            check_fields(fields)
         if staged is None:
             if handler.upload is not None:
                 raise UploadRejected("incomplete_body", "The file part ended before its closing boundary.")
