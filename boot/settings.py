@@ -380,6 +380,12 @@ class Base(Configuration):
     FILE_UPLOAD_EXPIRY_NOTIFY_HOURS = setting(EnvInt, 1)
     FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES = setting(EnvInt, 60)
     FILE_UPLOAD_PAGE_SIZE = setting(EnvInt, 50)
+    # tus (resumable) uploads: an unfinished one expires this long after its last PATCH.
+    FILE_UPLOAD_RESUMABLE_EXPIRY_HOURS = setting(EnvInt, 24)
+    # Unfinished tus uploads (partial ones included) one user may have at a time.
+    FILE_UPLOAD_MAX_ACTIVE_UPLOADS = setting(EnvInt, 20)
+    # A long PATCH commits its offset (after an fsync) every this many bytes, so a crash loses at most that.
+    FILE_UPLOAD_RESUMABLE_CHECKPOINT_BYTES = setting(EnvInt, 64 * 1024 * 1024)
     CLEANUP_UPLOADS_INTERVAL_HOURS = setting(EnvInt, 6)
     CLEANUP_UPLOADS_BATCH_SIZE = setting(EnvInt, 1000)
 

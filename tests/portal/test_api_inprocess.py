@@ -203,7 +203,7 @@ def test_admin_delete_action_reports_what_happened_and_leaves_uploads_in_progres
     from django.contrib.auth import get_user_model
 
     from portal.services.removal import staging_path
-    from portal.services.uploads import begin_upload
+    from portal.services.staged_uploads import begin_upload
 
     owner, token = make_user("alice")
     stored = upload(client, token, name="done.txt").json()
