@@ -11,8 +11,10 @@ import requests
 from tests.processes import ManagedProcess, free_port, process_env
 
 
-def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **env: str) -> tuple[ManagedProcess, str]:
-    """Start `gunicorn boot.wsgi` (one sync worker, Test configuration) and wait until it answers."""
+def start_gunicorn(
+    name: str, database_url: str, log_dir: Path, media: Path, *, threads: int = 1, **env: str
+) -> tuple[ManagedProcess, str]:
+    """Start `gunicorn boot.wsgi` (one worker, `threads` threads, Test configuration) and wait until it answers."""
     port = free_port()
     args = [
         str(Path(sys.executable).parent / "gunicorn"),
@@ -23,6 +25,8 @@ def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **e
         "1",
         "--timeout",
         "600",
+        "--threads",
+        str(threads),
     ]
     proc = ManagedProcess(
         name,
@@ -35,9 +39,9 @@ def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **e
     deadline = time.monotonic() + 60
     while True:
         try:
-            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
                 return proc, base
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or the first request is slow
             pass
         if proc.popen.poll() is not None or time.monotonic() > deadline:
             proc.stop()
