@@ -155,8 +155,8 @@ class Base(Configuration):
     TIME_ZONE = "UTC"
     USE_TZ = True
     STATIC_URL = "static/"
-    STATIC_ROOT = BASE_DIR / "staticfiles"
     # Dev and Test serve static files from the apps' folders; Prod from STATIC_ROOT after collectstatic.
+    STATIC_ROOT = None
     WHITENOISE_USE_FINDERS = True
     STATICFILES_BACKEND = "django.contrib.staticfiles.storage.StaticFilesStorage"
 
@@ -534,6 +534,7 @@ class Prod(Base):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_CONTENT_TYPE_NOSNIFF = True
     # Hashed, compressed files collected by `collectstatic` (the release step), cached forever by browsers.
+    STATIC_ROOT = BASE_DIR / "staticfiles"
     WHITENOISE_USE_FINDERS = False
     STATICFILES_BACKEND = "whitenoise.storage.CompressedManifestStaticFilesStorage"
     # Load balancers and orchestrators probe over plain HTTP.

@@ -54,7 +54,7 @@ def test_two_users_never_see_each_others_files_tokens_or_endpoints(signed_in, we
     file_id = upload.json()["id"]
     endpoint = create_owned_endpoint(owner=alice, url="http://127.0.0.1:9/alice", event_types=["file.stored"])
 
-    bob, page, _ = signed_in("bob")
+    _, page, _ = signed_in("bob")
     for path in ("/files/", "/tokens/", "/webhooks/"):
         page.goto(path)
         text = page.content()
