@@ -143,7 +143,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
         created = create_api_token(user=request.user, name=form.cleaned_data["name"]).plaintext
         form = TokenForm()
     context = {"form": form, "tokens": user_api_tokens(user=request.user), "created": created}
-    return no_store(render(request, "portal/tokens.html", context, status=400 if form.errors else 200))
+    return no_store(render(request, "portal/tokens.html", context))
 
 
 @login_required

@@ -45,8 +45,7 @@ def _detail(request: HttpRequest, endpoint: WebhookEndpoint, **extra: object) ->
         "event_descriptions": FILE_EVENT_TYPES,
         **extra,
     }
-    status = 400 if context["replay_form"].errors else 200
-    return no_store(render(request, "portal/webhook_detail.html", context, status=status))
+    return no_store(render(request, "portal/webhook_detail.html", context))
 
 
 @login_required
@@ -68,7 +67,7 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
         else:
             return _detail(request, endpoint, new_secret=endpoint.secret)
     context = {"form": form, "endpoints": owned_endpoints(owner=request.user)}
-    return render(request, "portal/webhooks.html", context, status=400 if form.errors else 200)
+    return render(request, "portal/webhooks.html", context)
 
 
 @login_required

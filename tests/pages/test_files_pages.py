@@ -36,8 +36,14 @@ def test_root_sends_people_to_sign_in_or_their_files(browser, web, signed_in):
     anonymous.context.close()
 
     _, page, problems = signed_in("alice")
-    page.goto("/")
+    response = page.goto("/")
     assert page.url.endswith("/files/")
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+    assert response.headers["x-frame-options"] == "DENY"
+    session = next(c for c in page.context.cookies() if c["name"] == "sessionid")
+    assert session["httpOnly"] is True
     assert page.get_by_role("heading", name="My files").is_visible()
     assert problems.errors == []
 
