@@ -105,9 +105,8 @@ def test_subscriber_adds_an_endpoint_tests_it_sees_failures_and_replays(
 
     # Events about the subscriber's own files arrive too, signed.
     token = create_api_token(user=user).plaintext
-    stored = requests.post(
-        f"{web[0]}/api/files", headers={"Authorization": f"Bearer {token}"}, files={"file": ("a.txt", b"hi")}, timeout=30
-    ).json()
+    headers = {"Authorization": f"Bearer {token}"}
+    stored = requests.post(f"{web[0]}/api/files", headers=headers, files={"file": ("a.txt", b"hi")}, timeout=30).json()
     page.goto(endpoint_url)
     wait_for_first_delivery(page, "delivered (200)")
     file_event = verified(receiver.received("/hook")[-1], secret)
