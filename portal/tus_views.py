@@ -32,7 +32,7 @@ from portal.services.resumable.termination import terminate_upload
 from portal.services.tokens import authenticate_api_token
 from portal.views import body_stream, error
 
-TusView = Callable[[HttpRequest, str], HttpResponse]
+TusView = Callable[..., HttpResponse]
 
 
 class _CsrfCheck(CsrfViewMiddleware):
@@ -81,12 +81,12 @@ def tus_endpoint(*methods: str) -> Callable[[TusView], Callable[..., HttpRespons
     def decorate(view: TusView) -> Callable[..., HttpResponse]:
         @csrf_exempt  # checked in _authenticate for session users; tokens need none
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args: str) -> HttpResponse:
+        def wrapper(request: HttpRequest, **kwargs: str) -> HttpResponse:
             method = request.method or "GET"
             if method == "POST" and request.headers.get("X-HTTP-Method-Override"):
                 # For clients and proxies that cannot send PATCH or DELETE (tus-js-client overridePatchMethod).
                 method = request.headers["X-HTTP-Method-Override"].strip().upper()
-            response = _dispatch(request, method, methods, view, args)
+            response = _dispatch(request, method, methods, view, kwargs)
             response["Tus-Resumable"] = TUS_VERSION
             if method == "HEAD":
                 response.content = b""
@@ -98,7 +98,7 @@ def tus_endpoint(*methods: str) -> Callable[[TusView], Callable[..., HttpRespons
 
 
 def _dispatch(
-    request: HttpRequest, method: str, methods: tuple[str, ...], view: TusView, args: tuple[str, ...]
+    request: HttpRequest, method: str, methods: tuple[str, ...], view: TusView, kwargs: dict[str, str]
 ) -> HttpResponse:
     if method == "OPTIONS":
         return _options(methods)
@@ -113,7 +113,7 @@ def _dispatch(
     if refused is not None:
         return refused
     try:
-        return view(request, method, *args)
+        return view(request, method, **kwargs)
     except UploadRejected as exc:
         return error(exc.code, exc.message, exc.status)
 

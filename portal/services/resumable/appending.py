@@ -66,7 +66,9 @@ def append_to_upload(
         resumable = find_owned_upload(owner=owner, upload_id=resumable.file_id)
         require_unexpired(resumable=resumable, now=now)
         if resumable.concat == ResumableUpload.Concat.FINAL:
-            raise UploadRejected("final_upload_not_patchable", "A final (concatenated) upload takes no PATCH.", 403)
+            raise UploadRejected(
+                "final_upload_not_patchable", "A final (concatenated) upload takes no PATCH.", status=403
+            )
         current = status_of(resumable=resumable)
         if offset != current.offset:
             raise UploadRejected(
@@ -157,7 +159,8 @@ def _stream(
     except OSError as exc:
         raise storage_failed(exc, upload=upload, step="staging") from exc
     end = start + received
-    if resumable.length is not None and end == resumable.length:
+    if end == resumable.length and resumable.concat != ResumableUpload.Concat.PARTIAL:
+        # A partial upload waits, complete, for its final upload; anything else is a file now.
         return status_of(resumable=complete_upload(resumable=resumable))
     commit_progress(resumable=resumable, offset=end)
     return status_of(resumable=resumable)
