@@ -125,7 +125,9 @@ def test_upload_in_pieces_is_hidden_until_stored_then_served(server, make_user):
         # Unfinished: not a file yet; no event.
         listing = requests.get(f"{base}/api/files", headers=auth(token), timeout=10).json()
         assert listing["count"] == 0
-        assert requests.get(f"{base}/api/files/{upload_id}/download", headers=auth(token), timeout=10).status_code == 404
+        assert (
+            requests.get(f"{base}/api/files/{upload_id}/download", headers=auth(token), timeout=10).status_code == 404
+        )
         assert events() == []
     response = patch(url, token, offset, pieces[-1])
     assert response.status_code == 204 and response.headers["Upload-Offset"] == str(len(TEXT))

@@ -1,6 +1,6 @@
 // Upload one file to Doorito with tus-js-client; prints one JSON line with the outcome.
 // Usage: node upload.mjs '<json options>'
-//   {endpoint, token, path, filename, chunkSize?, parallelUploads?, abortAfterBytes?, uploadUrl?}
+//   {endpoint, token, path, filename, chunkSize?, parallelUploads?, retryDelays?, uploadUrl?}
 import { readFileSync } from 'node:fs'
 import { Upload } from 'tus-js-client'
 
@@ -17,20 +17,12 @@ const upload = new Upload(data, {
   metadata: { filename: options.filename, filetype: 'application/octet-stream' },
   chunkSize: options.chunkSize ?? Infinity,
   parallelUploads: options.parallelUploads ?? 1,
-  retryDelays: [0, 200, 500],
-  removeFingerprintOnSuccess: true,
-  onProgress(bytesSent, bytesTotal) {
-    if (options.abortAfterBytes && bytesSent >= options.abortAfterBytes && !upload._aborting) {
-      upload._aborting = true
-      // Abort mid-request: the connection drops with the PATCH body half sent.
-      upload.abort(false).then(() => report({ event: 'aborted', url: upload.url, bytesSent, bytesTotal }))
-    }
-  },
+  retryDelays: options.retryDelays ?? [0, 200, 500],
   onSuccess() {
     report({ event: 'success', url: upload.url })
   },
   onError(error) {
-    report({ event: 'error', message: String(error) })
+    report({ event: 'error', url: upload.url, message: String(error) })
     process.exitCode = 1
   },
 })
