@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import IO
 
 from django.conf import settings
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
@@ -95,11 +96,14 @@ def files(request: HttpRequest):
     )
 
 
-def _upload(request: HttpRequest):
-    # A chunked body (no Content-Length) is only readable straight from the server's input stream.
+def body_stream(request: HttpRequest) -> IO[bytes]:
+    """The request body to stream from: a chunked body (no Content-Length) only reads from the server's input."""
     chunked = not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated")
-    stream = request.META["wsgi.input"] if chunked else request
-    upload = receive_upload(owner=request.user, meta=request.META, stream=stream, params=request.GET)
+    return request.META["wsgi.input"] if chunked else request
+
+
+def _upload(request: HttpRequest):
+    upload = receive_upload(owner=request.user, meta=request.META, stream=body_stream(request), params=request.GET)
     response = JsonResponse(file_json(upload), status=201)
     response["Location"] = f"{request.path.rstrip('/')}/{upload.id}"
     return response

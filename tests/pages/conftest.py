@@ -27,7 +27,7 @@ def web(request, test_database_url, tmp_path_factory):
     media = tmp_path_factory.mktemp("media")
     env = getattr(request.module, "SERVER_ENV", {})
     proc, base = start_gunicorn(
-        "gunicorn-pages", test_database_url, tmp_path_factory.mktemp("logs"), media, threads=4, **env
+        "gunicorn-pages", test_database_url, tmp_path_factory.mktemp("logs"), media, workers=3, **env
     )
     yield base, media
     proc.stop()

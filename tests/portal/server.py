@@ -12,21 +12,19 @@ from tests.processes import ManagedProcess, free_port, process_env
 
 
 def start_gunicorn(
-    name: str, database_url: str, log_dir: Path, media: Path, *, threads: int = 1, **env: str
+    name: str, database_url: str, log_dir: Path, media: Path, *, workers: int = 1, port: int | None = None, **env: str
 ) -> tuple[ManagedProcess, str]:
-    """Start `gunicorn boot.wsgi` (one worker, `threads` threads, Test configuration) and wait until it answers."""
-    port = free_port()
+    """Start `gunicorn boot.wsgi` (sync workers, Test configuration) and wait until it answers."""
+    port = port or free_port()
     args = [
         str(Path(sys.executable).parent / "gunicorn"),
         "boot.wsgi",
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
-        "1",
+        str(workers),
         "--timeout",
         "600",
-        "--threads",
-        str(threads),
     ]
     proc = ManagedProcess(
         name,
@@ -39,9 +37,9 @@ def start_gunicorn(
     deadline = time.monotonic() + 60
     while True:
         try:
-            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+            if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
                 return proc, base
-        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or the first request is slow
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting workers
             pass
         if proc.popen.poll() is not None or time.monotonic() > deadline:
             proc.stop()
@@ -49,10 +47,16 @@ def start_gunicorn(
         time.sleep(0.2)
 
 
+def worker_pids(master_pid: int) -> list[int]:
+    """The pids of a gunicorn master's workers."""
+    return [int(pid) for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()]
+
+
 def worker_pid(master_pid: int) -> int:
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    """The pid of a one-worker gunicorn's worker."""
+    children = worker_pids(master_pid)
     assert len(children) == 1, children
-    return int(children[0])
+    return children[0]
 
 
 def peak_rss_bytes(pid: int) -> int:
