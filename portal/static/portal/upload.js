@@ -27,7 +27,7 @@ uppy.use(Tus, {
   headers: { "X-CSRFToken": csrfToken }, // the session cookie authenticates; CSRF guards the writes
   chunkSize: 8 * MiB,
   retryDelays: [0, 1000, 3000, 5000, 10000],
-  allowedMetaFields: ["ttl_hours"], // filename and filetype are always sent
+  allowedMetaFields: ["name", "type", "ttl_hours"], // name and type go out as tus filename and filetype too
   removeFingerprintOnSuccess: true,
 });
 // Files up to 512 MiB are kept in IndexedDB so that a reloaded page can resume them without re-picking.
@@ -132,9 +132,11 @@ uppy.on("complete", (result) => {
 });
 uppy.on("restored", () => {
   // After a reload the restored uploads continue from the server's offset without another click.
-  const waiting = uppy.getFiles().filter((f) => !f.progress.uploadComplete && !f.isGhost && !f.error);
   for (const file of uppy.getFiles()) row(file);
-  if (waiting.length) uppy.upload();
+  const { currentUploads } = uppy.getState();
+  for (const uploadID of Object.keys(currentUploads)) {
+    uppy.restore(uploadID).catch((error) => announce(`The restored upload failed: ${error.message}`));
+  }
 });
 // Offline mid-upload: tus gives up after its retries; once the network is back, continue from the offset.
 window.addEventListener("online", () => {
