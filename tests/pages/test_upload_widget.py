@@ -24,13 +24,14 @@ SERVER_ENV = {
     "FILE_UPLOAD_MAX_SIZE": str(300 * MB),
     "FILE_UPLOAD_ALLOWED_TYPES": "application/octet-stream,text/plain",
 }
-ALL_DONE = "() => { const f = window.doorito.uppy.getFiles(); return f.length > 0 && f.every(x => x.progress.uploadComplete) }"
+ALL_DONE = """() => {
+    const files = window.doorito.uppy.getFiles();
+    return files.length > 0 && files.every((f) => f.progress.uploadComplete);
+}"""
 
 
 def progress_of(page, name: str) -> dict:
-    return page.evaluate(
-        "(name) => window.doorito.uppy.getFiles().find(f => f.name === name)?.progress ?? null", name
-    )
+    return page.evaluate("(name) => window.doorito.uppy.getFiles().find(f => f.name === name)?.progress ?? null", name)
 
 
 def wait_for_progress(page, name: str, fraction: float, timeout: float = 60) -> None:
