@@ -23,7 +23,7 @@ bench: $(STAMP)
 
 # PNGs of every page at 375 and 1440 px into docs/screenshots/ (not part of `make test`).
 screenshots: $(STAMP) chromium
-	$(BIN)/python -m tests.portal.screenshots
+	$(BIN)/pytest tests/pages/screenshots.py -q
 
 # The browser tests drive Debian's chromium (Playwright's own browser download cannot work here).
 chromium:

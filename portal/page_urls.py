@@ -7,10 +7,23 @@ from portal import page_views, webhook_views
 
 urlpatterns = [
     path("", page_views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    # Our own template names: the admin's registration/ templates would otherwise win (admin is listed first).
+    path(
+        "login/",
+        auth_views.LoginView.as_view(template_name="portal/login.html", redirect_authenticated_user=True),
+        name="login",
+    ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
-    path("password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    path(
+        "password/",
+        auth_views.PasswordChangeView.as_view(template_name="portal/password_change_form.html"),
+        name="password_change",
+    ),
+    path(
+        "password/done/",
+        auth_views.PasswordChangeDoneView.as_view(template_name="portal/password_change_done.html"),
+        name="password_change_done",
+    ),
     path("files/", page_views.file_list, name="files"),
     path("files/<uuid:file_id>/download", page_views.file_download, name="file-download"),
     path("files/<uuid:file_id>/delete", page_views.file_delete, name="file-delete"),

@@ -11,7 +11,7 @@ AGGREGATE_TYPE = "portal.upload_file"
 # Every event the portal emits, with what it means: the subscriber's page offers exactly these.
 FILE_EVENT_TYPES = {
     "file.stored": "a file finished uploading and can be downloaded",
-    "file.expiring": "a file reaches the end of its TTL within FILE_UPLOAD_EXPIRY_NOTIFY_HOURS",
+    "file.expiring": "a file will expire soon (sent once, shortly before its TTL ends)",
     "file.expired": "a file's TTL ended and it was removed",
     "file.deleted": "a file was deleted by its owner",
 }

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from portal.models import UploadFile
-from tests.pages.browser import new_context
+from tests.pages.browser import PASSWORD, new_context, sign_in
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -157,3 +157,17 @@ def test_files_are_paginated_newest_first(signed_in):
     assert page.locator("td.name").all_inner_texts() == ["file2.txt", "file1.txt"]
     page.goto("/files/?page=3")
     assert page.locator("td.name").all_inner_texts() == ["file0.txt"]
+
+
+def test_password_change_then_sign_out_and_in_with_the_new_one(signed_in):
+    _, page, _ = signed_in("changer")
+    page.get_by_role("link", name="Password").click()
+    page.get_by_label("Old password").fill(PASSWORD)
+    page.get_by_label("New password:", exact=True).fill("a much newer passphrase 42")
+    page.get_by_label("New password confirmation").fill("a much newer passphrase 42")
+    page.get_by_role("button", name="Change password").click()
+    assert page.get_by_role("heading", name="Password changed").is_visible()
+    page.get_by_role("button", name="Sign out").click()
+    assert "/login/" in page.url
+    sign_in(page, "changer", "a much newer passphrase 42")
+    assert page.url.endswith("/files/")

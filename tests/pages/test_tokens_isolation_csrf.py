@@ -116,3 +116,25 @@ def test_forged_posts_without_csrf_are_refused(signed_in, web):
     assert not ApiToken.objects.filter(name="evil").exists()
     assert list(UploadFile.objects.values_list("original_filename", flat=True)) == ["keep.txt"]
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_keyboard_alone_creates_and_revokes_a_token(signed_in):
+    _, page, _ = signed_in("keys")
+    page.goto("/tokens/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    # From the main content: Tab reaches the name field (its label names it), Enter submits the form.
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "id_name":
+            break
+    assert page.evaluate("document.activeElement.labels[0].textContent") == "Name:"
+    page.keyboard.type("typed")
+    page.keyboard.press("Enter")
+    page.locator("#new-token").wait_for()
+    token = ApiToken.objects.get(name="typed")
+    page.get_by_role("button", name=f"Revoke {token.prefix}").focus()
+    page.keyboard.press("Enter")
+    page.get_by_text(f"Revoked {token.prefix}…").wait_for()
+    assert ApiToken.objects.get(pk=token.pk).revoked_at is not None

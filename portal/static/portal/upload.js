@@ -102,7 +102,7 @@ uppy.on("upload-progress", (file, progress) => {
 });
 uppy.on("progress", (percent) => {
   batchBar.value = percent;
-  batchText.textContent = `${percent}% of all files`;
+  if (percent < 100) batchText.textContent = `${percent}% of all files`;
 });
 uppy.on("upload-success", (file) => {
   const entry = row(file);
@@ -124,12 +124,18 @@ uppy.on("upload-error", (file, error, response) => {
   entry.item.classList.add("failed");
   announce(`${file.name} was not uploaded: ${message}`);
 });
-uppy.on("complete", (result) => {
-  const done = result.successful?.length ?? 0;
-  const failed = result.failed?.length ?? 0;
-  batchText.textContent = `${done} uploaded, ${failed} failed.`;
+// Once no file is still on its way, say how the batch ended (Uppy's "complete" is not sent when one fails).
+function summarize() {
+  const files = uppy.getFiles();
+  const busy = files.some((f) => f.progress.uploadStarted && !f.progress.uploadComplete && !f.error);
+  if (busy || !files.length) return;
+  const done = files.filter((f) => f.progress.uploadComplete).length;
+  batchText.textContent = `${done} uploaded, ${files.length - done} failed.`;
   announce(batchText.textContent);
-});
+}
+uppy.on("complete", summarize);
+uppy.on("upload-success", () => setTimeout(summarize));
+uppy.on("upload-error", () => setTimeout(summarize));
 uppy.on("restored", () => {
   // After a reload the restored uploads continue from the server's offset without another click.
   for (const file of uppy.getFiles()) row(file);
