@@ -21,13 +21,24 @@ def browser():
         yield browser
 
 
-@pytest.fixture(scope="module")
-def web(request, test_database_url, tmp_path_factory):
-    """(base URL, media root) of a gunicorn serving the pages; a module may set SERVER_ENV for its settings."""
+MB = 1000 * 1000
+# One server for every page test (starting one costs ~10 s on a busy CI machine): a 300 MB limit, and an
+# allow-list that refuses images, so that a refused file is easy to make.
+SERVER_ENV = {
+    "FILE_UPLOAD_MAX_SIZE": str(300 * MB),
+    "FILE_UPLOAD_ALLOWED_TYPES": "application/octet-stream,text/plain",
+    "FILE_UPLOAD_PAGE_SIZE": "5",
+    "FILE_UPLOAD_MAX_TTL_HOURS": "48",
+}
+REFUSED_PNG_REASON = "Content of type image/png is not accepted; allowed: application/octet-stream, text/plain."
+
+
+@pytest.fixture(scope="session")
+def web(test_database_url, tmp_path_factory):
+    """(base URL, media root) of a gunicorn (3 workers) serving the pages with SERVER_ENV."""
     media = tmp_path_factory.mktemp("media")
-    env = getattr(request.module, "SERVER_ENV", {})
     proc, base = start_gunicorn(
-        "gunicorn-pages", test_database_url, tmp_path_factory.mktemp("logs"), media, workers=3, **env
+        "gunicorn-pages", test_database_url, tmp_path_factory.mktemp("logs"), media, workers=3, **SERVER_ENV
     )
     yield base, media
     proc.stop()

@@ -22,7 +22,6 @@ from tests.processes import PROJECT_DIR
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 OUT = PROJECT_DIR / "docs" / "screenshots"
-SERVER_ENV = {"FILE_UPLOAD_ALLOWED_TYPES": "application/octet-stream,text/plain,application/pdf"}
 
 
 def seed(user) -> None:

@@ -16,14 +16,10 @@ import pytest
 
 from portal.models import UploadFile
 from tests.pages.browser import CountingProxy, PageProblems, new_context, sign_in
+from tests.pages.conftest import MB, REFUSED_PNG_REASON
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-MB = 1000 * 1000
-SERVER_ENV = {
-    "FILE_UPLOAD_MAX_SIZE": str(300 * MB),
-    "FILE_UPLOAD_ALLOWED_TYPES": "application/octet-stream,text/plain",
-}
 ALL_DONE = """() => {
     const files = window.doorito.uppy.getFiles();
     return files.length > 0 && files.every((f) => f.progress.uploadComplete);
@@ -160,11 +156,12 @@ def test_refused_file_shows_the_server_reason_next_to_it(proxied, tmp_path):
     start_upload(page)
     refused = page.locator("#file-progress li", has_text="picture.png")
     refused.locator(".state", has_text="Refused").wait_for(timeout=60_000)
-    reason = "Content of type image/png is not accepted; allowed: application/octet-stream, text/plain."
+    reason = REFUSED_PNG_REASON
     assert refused.locator(".state").inner_text() == f"Refused: {reason}"
     # Uppy's Dashboard shows the same words on the file's own item (its error button's label and tooltip).
     item = page.locator(".uppy-Dashboard-Item", has_text="picture.png")
     assert item.get_by_role("button", name=reason).is_visible()
     page.locator("#file-progress li.done", has_text="fine.txt").wait_for(timeout=60_000)
+    page.locator("#batch-text", has_text="1 uploaded, 1 failed.").wait_for(timeout=10_000)
     assert not UploadFile.objects.filter(original_filename="picture.png").exists()
     assert problems.csp_violations() == []
