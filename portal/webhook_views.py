@@ -1,6 +1,6 @@
 """The subscriber's webhooks portal: own endpoints, secret once, test event, enable/disable, deliveries, replay.
 
-Thin: every read and write goes through portal.services.subscriptions, which scopes it to the signed-in user.
+Thin: every read and write goes through portal.services.own_webhooks, which scopes it to the signed-in user.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from common.models import WebhookDelivery, WebhookEndpoint
-from common.services.network_guard import BlockedDestinationError
+from common.outbox.models import WebhookDelivery, WebhookEndpoint
+from common.outbox.services.network_guard import BlockedDestinationError
 from portal.forms import EndpointForm, ReplaySinceForm
 from portal.page_views import no_store
 from portal.services.events import FILE_EVENT_TYPES
-from portal.services.subscriptions import (
+from portal.services.own_webhooks import (
     create_owned_endpoint,
     get_owned_endpoint,
     owned_endpoints,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from common.models import OutboxEvent
-from common.services.outbox import emit_event
+from common.outbox.models import OutboxEvent
+from common.outbox.services.emit import emit_event
 from portal.models import UploadFile
 
 AGGREGATE_TYPE = "portal.upload_file"

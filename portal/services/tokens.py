@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -26,7 +26,7 @@ def hash_token(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
 
 
-def create_api_token(*, user: AbstractBaseUser, name: str = "") -> IssuedToken:
+def create_api_token(*, user: User, name: str = "") -> IssuedToken:
     """Create a token for `user`; the plaintext exists only in the returned value."""
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
@@ -35,12 +35,12 @@ def create_api_token(*, user: AbstractBaseUser, name: str = "") -> IssuedToken:
     return IssuedToken(token=token, plaintext=plaintext)
 
 
-def user_api_tokens(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+def user_api_tokens(*, user: User) -> QuerySet[ApiToken]:
     """The user's tokens, active and revoked, newest first."""
     return ApiToken.objects.filter(user=user).order_by("-created_at", "-id")
 
 
-def revoke_user_api_token(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
+def revoke_user_api_token(*, user: User, token_id: int) -> ApiToken:
     """Revoke one of the user's own tokens; ApiToken.DoesNotExist for another user's or a missing one."""
     return revoke_api_token(token=user_api_tokens(user=user).get(pk=token_id))
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from common.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
+from common.outbox.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery
 from portal.models import UploadFile
-from portal.services.subscriptions import create_owned_endpoint, send_owned_test_event
+from portal.services.own_webhooks import create_owned_endpoint, send_owned_test_event
 from tests.pages.browser import WIDTHS, new_context, sign_in
 from tests.processes import PROJECT_DIR
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from portal.services.subscriptions import create_owned_endpoint, send_owned_test_event
+from portal.services.own_webhooks import create_owned_endpoint, send_owned_test_event
 from tests.pages.browser import WIDTHS
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

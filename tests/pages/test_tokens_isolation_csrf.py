@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import requests
 
-from common.models import WebhookEndpoint
+from common.outbox.models import WebhookEndpoint
 from portal.models import ApiToken, UploadFile
-from portal.services.subscriptions import create_owned_endpoint
+from portal.services.own_webhooks import create_owned_endpoint
 from portal.services.tokens import create_api_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -10,7 +10,7 @@ import pytest
 import requests
 from standardwebhooks import Webhook
 
-from common.models import WebhookEndpoint
+from common.outbox.models import WebhookEndpoint
 from portal.services.tokens import create_api_token
 from tests.outbox.receiver import Receiver
 

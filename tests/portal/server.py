@@ -11,18 +11,16 @@ import requests
 from tests.processes import ManagedProcess, free_port, process_env
 
 
-def start_gunicorn(
-    name: str, database_url: str, log_dir: Path, media: Path, *, workers: int = 1, port: int | None = None, **env: str
-) -> tuple[ManagedProcess, str]:
-    """Start `gunicorn boot.wsgi` (sync workers, Test configuration) and wait until it answers."""
-    port = port or free_port()
+def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **env: str) -> tuple[ManagedProcess, str]:
+    """Start `gunicorn boot.wsgi` (one sync worker, Test configuration) and wait until it answers."""
+    port = free_port()
     args = [
         str(Path(sys.executable).parent / "gunicorn"),
         "boot.wsgi",
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
-        str(workers),
+        "1",
         "--timeout",
         "600",
     ]
@@ -39,7 +37,7 @@ def start_gunicorn(
         try:
             if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
                 return proc, base
-        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting workers
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
             pass
         if proc.popen.poll() is not None or time.monotonic() > deadline:
             proc.stop()
@@ -47,16 +45,10 @@ def start_gunicorn(
         time.sleep(0.2)
 
 
-def worker_pids(master_pid: int) -> list[int]:
-    """The pids of a gunicorn master's workers."""
-    return [int(pid) for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()]
-
-
 def worker_pid(master_pid: int) -> int:
-    """The pid of a one-worker gunicorn's worker."""
-    children = worker_pids(master_pid)
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
     assert len(children) == 1, children
-    return children[0]
+    return int(children[0])
 
 
 def peak_rss_bytes(pid: int) -> int:

@@ -9,12 +9,12 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from common.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
-from common.services.endpoints import create_endpoint
-from common.services.outbox import emit_event
+from common.outbox.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from common.outbox.services.emit import emit_event
+from common.outbox.services.endpoints import create_endpoint
 from portal.models import UploadFile
 from portal.services.events import emit_file_event
-from portal.services.subscriptions import (
+from portal.services.own_webhooks import (
     create_owned_endpoint,
     get_owned_endpoint,
     owned_endpoints,
