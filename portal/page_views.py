@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
@@ -21,14 +22,21 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from portal.downloads import download_response
 from portal.forms import TokenForm, ttl_choices
-from portal.models import ApiToken
+from portal.models import ApiToken, UploadFile
 from portal.services.errors import UploadRejected
 from portal.services.file_access import get_owned_upload, is_expired, open_for_download, owned_uploads
 from portal.services.removal import Removal, delete_upload
 from portal.services.tokens import create_api_token, revoke_user_api_token, user_api_tokens
 from portal.services.uploads import receive_upload
+from portal.views import body_stream
 
 SHORT_SHA256 = 12  # hex characters shown in the list; the full value is copied
+
+
+class SignedInRequest(HttpRequest):
+    """A request that passed login_required: its user is a real account (for the type checker)."""
+
+    user: User
 
 
 def no_store(response: HttpResponse) -> HttpResponse:
@@ -45,7 +53,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def file_list(request: HttpRequest) -> HttpResponse:
+def file_list(request: SignedInRequest) -> HttpResponse:
     """The user's files, newest first, one page at a time."""
     paginator = Paginator(owned_uploads(owner=request.user), settings.FILE_UPLOAD_PAGE_SIZE)
     page = paginator.get_page(request.GET.get("page"))
@@ -57,7 +65,7 @@ def file_list(request: HttpRequest) -> HttpResponse:
     return render(request, "portal/files.html", {"page": page, "rows": rows, "now": now})
 
 
-def _owned_or_404(request: HttpRequest, file_id: uuid.UUID):
+def _owned_or_404(request: SignedInRequest, file_id: uuid.UUID) -> UploadFile:
     try:
         return get_owned_upload(owner=request.user, file_id=file_id)
     except UploadRejected:
@@ -66,7 +74,7 @@ def _owned_or_404(request: HttpRequest, file_id: uuid.UUID):
 
 @login_required
 @require_GET
-def file_download(request: HttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
+def file_download(request: SignedInRequest, file_id: uuid.UUID) -> HttpResponseBase:
     """The file's bytes; 404 for another user's file, 410 once expired (even before cleanup)."""
     try:
         upload, handle = open_for_download(owner=request.user, file_id=file_id)
@@ -79,7 +87,7 @@ def file_download(request: HttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def file_delete(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
+def file_delete(request: SignedInRequest, file_id: uuid.UUID) -> HttpResponse:
     """GET asks for confirmation; POST deletes and goes back to the list."""
     upload = _owned_or_404(request, file_id)
     if request.method == "GET":
@@ -94,7 +102,7 @@ def file_delete(request: HttpRequest, file_id: uuid.UUID) -> HttpResponse:
 
 @login_required
 @require_GET
-def upload(request: HttpRequest) -> HttpResponse:
+def upload(request: SignedInRequest) -> HttpResponse:
     """The upload page: Uppy over tus with JavaScript, a plain one-request form without."""
     return render(
         request,
@@ -103,14 +111,15 @@ def upload(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _csrf_accepted(request: HttpRequest) -> None:
+def _csrf_accepted(request: HttpRequest) -> HttpResponse:
     """Never called: the view CsrfViewMiddleware is asked about (it must not be csrf_exempt)."""
+    return HttpResponse()
 
 
 @csrf_exempt  # checked in check_fields below, once the streamed form fields are known
 @login_required
 @require_POST
-def upload_plain(request: HttpRequest) -> HttpResponse:
+def upload_plain(request: SignedInRequest) -> HttpResponse:
     """The no-JavaScript upload: one multipart request streamed by the same service as the API."""
 
     def check_csrf(fields: Mapping[str, str]) -> None:
@@ -124,7 +133,7 @@ def upload_plain(request: HttpRequest) -> HttpResponse:
 
     try:
         stored = receive_upload(
-            owner=request.user, meta=request.META, stream=request, params={}, check_fields=check_csrf
+            owner=request.user, meta=request.META, stream=body_stream(request), params={}, check_fields=check_csrf
         )
     except UploadRejected as exc:
         context = {"ttl_choices": ttl_choices(), "default_ttl": settings.FILE_UPLOAD_TTL_HOURS, "error": exc.message}
@@ -135,7 +144,7 @@ def upload_plain(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def token_list(request: HttpRequest) -> HttpResponse:
+def token_list(request: SignedInRequest) -> HttpResponse:
     """The user's API tokens; POST creates one and shows it this once."""
     form = TokenForm(request.POST or None)
     created = None
@@ -148,7 +157,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+def token_revoke(request: SignedInRequest, token_id: int) -> HttpResponse:
     """Revoke one of the user's tokens (404 for anyone else's)."""
     try:
         token = revoke_user_api_token(user=request.user, token_id=token_id)

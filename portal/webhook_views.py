@@ -8,14 +8,14 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from common.outbox.models import WebhookDelivery, WebhookEndpoint
 from common.outbox.services.network_guard import BlockedDestinationError
 from portal.forms import EndpointForm, ReplaySinceForm
-from portal.page_views import no_store
+from portal.page_views import SignedInRequest, no_store
 from portal.services.events import FILE_EVENT_TYPES
 from portal.services.own_webhooks import (
     create_owned_endpoint,
@@ -30,14 +30,14 @@ from portal.services.own_webhooks import (
 )
 
 
-def _owned(request: HttpRequest, endpoint_id: int) -> WebhookEndpoint:
+def _owned(request: SignedInRequest, endpoint_id: int) -> WebhookEndpoint:
     try:
         return get_owned_endpoint(owner=request.user, endpoint_id=endpoint_id)
     except WebhookEndpoint.DoesNotExist:
         raise Http404("No such endpoint.") from None
 
 
-def _detail(request: HttpRequest, endpoint: WebhookEndpoint, **extra: object) -> HttpResponse:
+def _detail(request: SignedInRequest, endpoint: WebhookEndpoint, **extra: object) -> HttpResponse:
     context = {
         "endpoint": endpoint,
         "deliveries": recent_deliveries(owner=request.user, endpoint_id=endpoint.pk),
@@ -50,7 +50,7 @@ def _detail(request: HttpRequest, endpoint: WebhookEndpoint, **extra: object) ->
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def endpoint_list(request: HttpRequest) -> HttpResponse:
+def endpoint_list(request: SignedInRequest) -> HttpResponse:
     """The user's endpoints and the form to add one; a new endpoint's secret is shown once, here."""
     form = EndpointForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
@@ -72,14 +72,14 @@ def endpoint_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET"])
-def endpoint_detail(request: HttpRequest, endpoint_id: int) -> HttpResponse:
+def endpoint_detail(request: SignedInRequest, endpoint_id: int) -> HttpResponse:
     """One endpoint: its settings, actions and recent deliveries with their attempts."""
     return _detail(request, _owned(request, endpoint_id))
 
 
 @login_required
 @require_POST
-def endpoint_rotate(request: HttpRequest, endpoint_id: int) -> HttpResponse:
+def endpoint_rotate(request: SignedInRequest, endpoint_id: int) -> HttpResponse:
     """Rotate the secret and show the new one this once."""
     try:
         endpoint = rotate_owned_secret(owner=request.user, endpoint_id=endpoint_id)
@@ -90,7 +90,7 @@ def endpoint_rotate(request: HttpRequest, endpoint_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def endpoint_test(request: HttpRequest, endpoint_id: int) -> HttpResponse:
+def endpoint_test(request: SignedInRequest, endpoint_id: int) -> HttpResponse:
     """Queue a webhook.test event to the endpoint."""
     endpoint = _owned(request, endpoint_id)
     try:
@@ -104,7 +104,7 @@ def endpoint_test(request: HttpRequest, endpoint_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def endpoint_set_active(request: HttpRequest, endpoint_id: int) -> HttpResponse:
+def endpoint_set_active(request: SignedInRequest, endpoint_id: int) -> HttpResponse:
     """Enable (active=1) or disable (active=0) the endpoint."""
     active = request.POST.get("active") == "1"
     try:
@@ -117,7 +117,7 @@ def endpoint_set_active(request: HttpRequest, endpoint_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def endpoint_replay_since(request: HttpRequest, endpoint_id: int) -> HttpResponse:
+def endpoint_replay_since(request: SignedInRequest, endpoint_id: int) -> HttpResponse:
     """Replay every failed delivery of the endpoint whose event is from the given time on."""
     endpoint = _owned(request, endpoint_id)
     form = ReplaySinceForm(request.POST)
@@ -130,7 +130,7 @@ def endpoint_replay_since(request: HttpRequest, endpoint_id: int) -> HttpRespons
 
 @login_required
 @require_POST
-def delivery_replay(request: HttpRequest, delivery_id: int) -> HttpResponse:
+def delivery_replay(request: SignedInRequest, delivery_id: int) -> HttpResponse:
     """Send one finished delivery again, with the same webhook-id."""
     try:
         endpoint_id, count = replay_owned_delivery(owner=request.user, delivery_id=delivery_id)

@@ -27,8 +27,8 @@ import sys
 import boot  # configures Django and Celery
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
-from common.outbox.services.endpoints import create_endpoint
-from common.outbox.services.emit import emit_event
+from common.services.endpoints import create_endpoint
+from common.services.outbox import emit_event
 from common.tasks import heartbeat
 
 create_endpoint(url=sys.argv[1])
