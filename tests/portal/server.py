@@ -11,16 +11,25 @@ import requests
 from tests.processes import ManagedProcess, free_port, process_env
 
 
-def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **env: str) -> tuple[ManagedProcess, str]:
-    """Start `gunicorn boot.wsgi` (one sync worker, Test configuration) and wait until it answers."""
+def start_gunicorn(
+    name: str,
+    database_url: str,
+    log_dir: Path,
+    media: Path,
+    *,
+    workers: int = 1,
+    app: str = "boot.wsgi",
+    **env: str,
+) -> tuple[ManagedProcess, str]:
+    """Start `gunicorn boot.wsgi` (sync workers, Test configuration) and wait until it answers /healthz."""
     port = free_port()
     args = [
         str(Path(sys.executable).parent / "gunicorn"),
-        "boot.wsgi",
+        app,
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
-        "1",
+        str(workers),
         "--timeout",
         "600",
     ]
@@ -45,10 +54,16 @@ def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **e
         time.sleep(0.2)
 
 
+def worker_pids(master_pid: int) -> list[int]:
+    """The pids of a gunicorn master's workers."""
+    return [int(pid) for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()]
+
+
 def worker_pid(master_pid: int) -> int:
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    """The pid of a one-worker gunicorn's worker."""
+    children = worker_pids(master_pid)
     assert len(children) == 1, children
-    return int(children[0])
+    return children[0]
 
 
 def peak_rss_bytes(pid: int) -> int:
