@@ -130,6 +130,16 @@ def tus_upload(base: str, token: str, src: Path, patch_size: int) -> tuple[float
     return elapsed, url.rsplit("/", 1)[-1]
 
 
+def sink_patches(base: str, src: Path, patch_size: int) -> float:
+    """Seconds to send `src` in `patch_size` PATCHes to the HTTP sink: the same HTTP, nothing stored."""
+    session = requests.Session()
+    start = time.perf_counter()
+    with open(src, "rb") as f:
+        while piece := f.read(patch_size):
+            session.patch(f"{base}/sink", data=piece, timeout=600).raise_for_status()
+    return time.perf_counter() - start
+
+
 def reset_peak_rss(pid: int) -> int:
     """Reset the process's VmHWM to its current RSS (Linux >= 4.0) and return that RSS."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -155,7 +165,7 @@ def main() -> None:
         if not database_url:
             pg = EmbeddedPostgres(work / "pg", port=free_port())
             database_url = pg.start()
-        server = None
+        server = sink = None
         try:
             manage(database_url, "migrate", "--noinput")
             manage(
@@ -171,11 +181,14 @@ def main() -> None:
             )
             worker = worker_pid(server.pid)
             idle = peak_rss_bytes(worker)
+            sink, sink_base = start_gunicorn(
+                "gunicorn-sink", database_url, work, media, app="tests.benchmarks.http_sink:app"
+            )
 
             src = work / "source.bin"
             expected = write_source(src, size)
             drop_page_cache_of(src)
-            copies, kernel, uploads, tus = [], [], [], []
+            copies, kernel, uploads, tus, ceiling = [], [], [], [], []
             growth = {"upload": 0, "tus": 0}
             for run in range(args.runs):
                 copies.append(plain_copy(src, work / f"copy{run}.bin"))
@@ -195,14 +208,16 @@ def main() -> None:
                 ).json()
                 assert meta["sha256"] == expected and meta["size"] == size, meta
                 tus.append(elapsed)
+                ceiling.append(sink_patches(sink_base, src, args.patch_mb * MB))
                 shutil.rmtree(media / "uploads")  # keep the disk as full as at the start of the run
         finally:
-            if server is not None:
-                server.stop()
+            for process in (server, sink):
+                if process is not None:
+                    process.stop()
             if pg is not None:
                 pg.stop()
 
-    timings = (("copy", copies), ("kernel", kernel), ("upload", uploads), ("tus", tus))
+    timings = (("copy", copies), ("kernel", kernel), ("upload", uploads), ("tus", tus), ("http", ceiling))
     best = {name: min(times) for name, times in timings}
     mbps = {name: size / MB / seconds for name, seconds in best.items()}
     print(f"file size: {args.size_mb} MiB, best of {args.runs} runs, same disk ({PROJECT_DIR})")
@@ -211,10 +226,13 @@ def main() -> None:
     print(f"single-request upload (HTTP, multipart, sha256, sniffing, stored): {mbps['upload']:8.1f} MiB/s")
     tus_label = f"tus upload, {args.patch_mb} MiB PATCHes (fsync per PATCH, sha256 at the end, stored)"
     print(f"{tus_label}: {mbps['tus']:8.1f} MiB/s")
+    print(f"HTTP ceiling, {args.patch_mb} MiB PATCHes to gunicorn, body read and dropped: {mbps['http']:8.1f} MiB/s")
     print(f"ratio single-request upload / plain copy: {mbps['upload'] / mbps['copy']:.2f}")
     print(f"ratio tus upload / plain copy:            {mbps['tus'] / mbps['copy']:.2f}")
     print(f"ratio single-request upload / kernel copy: {mbps['upload'] / mbps['kernel']:.2f}")
     print(f"ratio tus upload / kernel copy:            {mbps['tus'] / mbps['kernel']:.2f}")
+    print(f"ratio HTTP ceiling / plain copy:          {mbps['http'] / mbps['copy']:.2f}")
+    print(f"ratio tus upload / HTTP ceiling:          {mbps['tus'] / mbps['http']:.2f}")
     print(f"server worker RSS: idle {idle / MB:.0f} MiB")
     for name, label in (("upload", "single-request upload"), ("tus", "tus upload")):
         print(f"server worker peak RSS growth during the {label}: +{growth[name] / MB:.1f} MiB")

@@ -12,13 +12,20 @@ from tests.processes import ManagedProcess, free_port, process_env
 
 
 def start_gunicorn(
-    name: str, database_url: str, log_dir: Path, media: Path, *, workers: int = 1, port: int | None = None, **env: str
+    name: str,
+    database_url: str,
+    log_dir: Path,
+    media: Path,
+    *,
+    workers: int = 1,
+    app: str = "boot.wsgi",
+    **env: str,
 ) -> tuple[ManagedProcess, str]:
-    """Start `gunicorn boot.wsgi` (sync workers, Test configuration) and wait until it answers."""
-    port = port or free_port()
+    """Start `gunicorn boot.wsgi` (sync workers, Test configuration) and wait until it answers /healthz."""
+    port = free_port()
     args = [
         str(Path(sys.executable).parent / "gunicorn"),
-        "boot.wsgi",
+        app,
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
