@@ -216,7 +216,7 @@ def _receive(
                 commit_progress(resumable=resumable, offset=start + received)
                 since_commit = 0
     sniffer.feed(b"", at_end=resumable.length is not None and start + received == resumable.length)
-    if hasher is not None and not hmac.compare_digest(hasher.digest(), checksum.digest):
+    if checksum is not None and not hmac.compare_digest(hasher.digest(), checksum.digest):
         cut_back(handle=handle, offset=start)
         raise UploadRejected(
             "chunk_checksum_mismatch",
