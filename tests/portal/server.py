@@ -46,7 +46,7 @@ def start_gunicorn(
         try:
             if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
                 return proc, base
-        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or busy starting workers
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
             pass
         if proc.popen.poll() is not None or time.monotonic() > deadline:
             proc.stop()
