@@ -90,3 +90,14 @@ def test_browser_session_needs_the_csrf_token_for_writes(make_user, media_root):
     assert patch(client, url, 0, DATA, HTTP_X_CSRFTOKEN=secret).status_code == 204
     assert UploadFile.objects.get().status == UploadFile.Status.STORED and UploadFile.objects.get().owner == user
     assert Client().head(url, **TUS).status_code == 401  # signed out
+
+
+def test_admin_shows_the_tus_state_of_an_upload(client, admin_client, make_user, media_root):
+    _, token = make_user("alice")
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    url = create(client, len(DATA), **bearer)["Location"]
+    assert patch(client, url, 0, DATA[:1234], **bearer).status_code == 204
+    page = admin_client.get(f"/admin/portal/uploadfile/{url.rsplit('/', 1)[-1]}/change/")
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "Resumable upload" in text and "1234" in text and str(len(DATA)) in text
