@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from portal.models import ApiToken, UploadFile
+from portal.models import ApiToken, ResumableUpload, UploadFile
 from portal.services.removal import Removal, delete_upload
 from portal.services.tokens import create_api_token, rename_api_token, revoke_api_token
 
@@ -78,8 +78,23 @@ class ApiTokenAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {queryset.count()} token(s).", messages.SUCCESS)
 
 
+class ResumableUploadInline(admin.StackedInline):
+    """The tus state of an upload (offset, length, expiry), read-only: the protocol writes it."""
+
+    model = ResumableUpload
+    can_delete = False
+    extra = 0
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in ResumableUpload._meta.fields]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(UploadFile)
 class UploadFileAdmin(admin.ModelAdmin):
+    inlines = [ResumableUploadInline]
     list_display = ["original_filename", "owner", "status", "size_bytes", "content_type", "created_at", "expires_at"]
     list_filter = ["status"]
     search_fields = ["id", "original_filename", "sha256", "owner__" + get_user_model().USERNAME_FIELD]

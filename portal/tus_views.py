@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
@@ -38,7 +39,7 @@ TusView = Callable[..., HttpResponse]
 class _CsrfCheck(CsrfViewMiddleware):
     """Django's CSRF check, answering the reason instead of a 403 page."""
 
-    def _reject(self, request: HttpRequest, reason: str) -> str:  # type: ignore[override]
+    def _reject(self, request: HttpRequest, reason: str) -> str:
         return reason
 
 
@@ -63,6 +64,14 @@ def _authenticate(request: HttpRequest) -> HttpResponse | None:
         401,
         WWW_Authenticate='Bearer realm="doorito"',
     )
+
+
+def _owner(request: HttpRequest) -> AbstractBaseUser:
+    """The signed-in user of an authenticated request (_authenticate let no anonymous one through)."""
+    user = request.user
+    if not isinstance(user, AbstractBaseUser):
+        raise UploadRejected("invalid_token", "Send a valid API token or sign in.", status=401)
+    return user
 
 
 def _options(methods: tuple[str, ...]) -> HttpResponse:
@@ -139,7 +148,7 @@ def uploads(request: HttpRequest, method: str) -> HttpResponse:
     metadata: UploadMetadata = parse_metadata(raw=request.headers.get("Upload-Metadata"))
     concat = parse_concat(raw=request.headers.get("Upload-Concat"))
     if concat.kind == "final":
-        final = create_final_upload(owner=request.user, concat=concat, metadata=metadata)
+        final = create_final_upload(owner=_owner(request), concat=concat, metadata=metadata)
         response = HttpResponse(status=201)
         response["Location"] = _upload_url(request, final.file_id)
         return response
@@ -148,7 +157,7 @@ def uploads(request: HttpRequest, method: str) -> HttpResponse:
         raise UploadRejected("invalid_content_type", f"A body needs Content-Type: {OFFSET_CONTENT_TYPE}.", status=415)
     checksum = parse_checksum(raw=request.headers.get("Upload-Checksum"))
     resumable = create_upload(
-        owner=request.user,
+        owner=_owner(request),
         length=parse_size_header(raw=request.headers.get("Upload-Length"), name="Upload-Length"),
         defer_length=request.headers.get("Upload-Defer-Length", "").strip() == "1",
         metadata=metadata,
@@ -156,10 +165,10 @@ def uploads(request: HttpRequest, method: str) -> HttpResponse:
     )
     location = _upload_url(request, resumable.file_id)
     try:
-        status = describe_upload(owner=request.user, upload_id=str(resumable.file_id))
+        status = describe_upload(owner=_owner(request), upload_id=str(resumable.file_id))
         if has_body:  # creation-with-upload
             status = append_to_upload(
-                owner=request.user,
+                owner=_owner(request),
                 upload_id=str(resumable.file_id),
                 offset=0,
                 body=body_stream(request),
@@ -178,10 +187,10 @@ def uploads(request: HttpRequest, method: str) -> HttpResponse:
 def upload(request: HttpRequest, method: str, upload_id: str) -> HttpResponse:
     """HEAD: offset and length; PATCH: append at Upload-Offset; DELETE: termination."""
     if method == "DELETE":
-        terminate_upload(owner=request.user, upload_id=upload_id)
+        terminate_upload(owner=_owner(request), upload_id=upload_id)
         return HttpResponse(status=204)
     if method == "HEAD":
-        status = describe_upload(owner=request.user, upload_id=upload_id)
+        status = describe_upload(owner=_owner(request), upload_id=upload_id)
         response = _status_headers(HttpResponse(status=200), status)
         if status.length is None:
             response["Upload-Defer-Length"] = "1"
@@ -199,7 +208,7 @@ def upload(request: HttpRequest, method: str, upload_id: str) -> HttpResponse:
     if offset is None:
         raise UploadRejected("invalid_upload_offset", "Send Upload-Offset.")
     status = append_to_upload(
-        owner=request.user,
+        owner=_owner(request),
         upload_id=upload_id,
         offset=offset,
         body=body_stream(request),

@@ -24,8 +24,8 @@ class ClientStream:
     def __init__(self, stream: IO[bytes]) -> None:
         self._stream = stream
 
-    def read(self, *args) -> bytes:
+    def read(self, size: int = -1) -> bytes:
         try:
-            return self._stream.read(*args)
+            return self._stream.read(size)
         except _CLIENT_READ_ERRORS as exc:
             raise ClientGone(str(exc) or type(exc).__name__) from exc

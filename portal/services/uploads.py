@@ -155,8 +155,9 @@ def receive_upload(
             raise storage_failed(exc, upload=handler.upload, step="staging") from exc
         if check_fields is not None:
             check_fields(fields)
-        if files.get(FILE_FIELD) is None:
-            if handler.upload is not None:
+        upload = handler.upload
+        if files.get(FILE_FIELD) is None or upload is None:
+            if upload is not None:
                 raise UploadRejected("incomplete_body", "The file part ended before its closing boundary.")
             raise UploadRejected("missing_file", f"The request has no file part named {FILE_FIELD!r}.")
         if "ttl_hours" in fields:
@@ -164,10 +165,10 @@ def receive_upload(
         client_sha256 = parse_client_sha256(raw=fields.get("sha256")) or client_sha256
         content = StagedContent(size=handler.size, sha256=handler.sha256, head=handler.head)
         return store_staged_upload(
-            upload=handler.upload,
+            upload=upload,
             content=content,
             client_sha256=client_sha256,
-            expires_at=handler.upload.created_at + timedelta(hours=ttl_hours),
+            expires_at=upload.created_at + timedelta(hours=ttl_hours),
         )
     except BaseException:
         with contextlib.suppress(OSError):  # a flush failing on bytes being thrown away changes nothing

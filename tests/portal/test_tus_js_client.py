@@ -16,6 +16,7 @@ from tests.portal.conftest import events
 from tests.portal.cutting_proxy import CuttingProxy
 from tests.portal.server import start_gunicorn
 from tests.portal.tus_http import download, offset_of
+from tests.processes import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -73,8 +74,9 @@ def test_interrupted_upload_resumes_where_it_stopped(proxy, make_user, source, t
     first = run_client(tus_js_client, **common, retryDelays=[])
     assert first["event"] == "error" and first["url"], first
     assert cutter.cuts == 1
-    kept = offset_of(first["url"], token)
-    assert 1024 * 1024 < kept < 2 * 1024 * 1024  # the server kept what arrived before the drop
+    # The server kept what arrived before the drop (once it has seen the connection close).
+    kept = wait_until(lambda: offset_of(first["url"], token), timeout=30, what="the server to commit what arrived")
+    assert 1024 * 1024 < kept < 2 * 1024 * 1024
     assert UploadFile.objects.get().status == UploadFile.Status.UPLOADING and events() == []
 
     # A new client process resumes from the server's offset (a PATCH from 0 would get 409).

@@ -344,3 +344,46 @@ def test_raw_patch_answers_on_the_socket(server, make_user):
     finally:
         sock.close()
     assert offset_of(url, token) == 1234
+
+
+def test_limits_on_deferred_lengths_final_uploads_and_creation_bodies(server, make_user):
+    base, _ = server
+    _, token = make_user("alice")
+    deferred = create_url(base, token, None)
+    too_long = patch(deferred, token, 0, TEXT[:10], **{"Upload-Length": str(LIMIT + 1)})
+    assert code_of(too_long, 413) == "file_too_large"
+    assert offset_of(deferred, token) == 0
+    requests.delete(deferred, headers=auth(token), timeout=10)
+
+    halves = [create_url(base, token, LIMIT // 2 + 1, **{"Upload-Concat": "partial"}) for _ in range(2)]
+    for url in halves:
+        assert patch(url, token, 0, b"t" * (LIMIT // 2 + 1)).status_code == 204
+    final = requests.post(
+        f"{base}/api/uploads/",
+        headers={
+            **auth(token),
+            "Upload-Concat": "final;" + " ".join(halves),
+            "Upload-Metadata": metadata(filename="a"),
+        },
+        timeout=10,
+    )
+    assert code_of(final, 413) == "file_too_large"
+    for url in halves:
+        assert requests.delete(url, headers=auth(token), timeout=10).status_code == 204
+
+    # creation-with-upload whose body is refused: the upload exists, and the error says where.
+    refused = requests.post(
+        f"{base}/api/uploads/",
+        data=TEXT[:100],
+        headers={
+            **auth(token),
+            **OFFSET_STREAM,
+            "Upload-Length": str(len(TEXT)),
+            "Upload-Metadata": metadata(filename="a.txt"),
+            "Upload-Checksum": checksum_header("sha1", b"not this"),
+        },
+        timeout=10,
+    )
+    assert code_of(refused, 460) == "chunk_checksum_mismatch"
+    assert offset_of(refused.headers["Location"], token) == 0
+    assert UploadFile.objects.count() == 1 and events() == []

@@ -30,6 +30,7 @@ from portal.services.resumable.state import (
     UploadStatus,
     commit_progress,
     find_owned_upload,
+    parse_upload_id,
     require_unexpired,
     status_of,
 )
@@ -58,12 +59,11 @@ def append_to_upload(
     written), 460 for a checksum mismatch (offset unchanged), 410 once expired.
     """
     now = now or timezone.now()
-    resumable = find_owned_upload(owner=owner, upload_id=upload_id)
-    with upload_lock(upload_id=resumable.file_id) as held:
+    with upload_lock(upload_id=parse_upload_id(raw=upload_id)) as held:
+        # Looked up once, under the lock: the committed state, not what it was before another request finished.
+        resumable = find_owned_upload(owner=owner, upload_id=upload_id)
         if not held:
             raise locked()
-        # Read again under the lock: the committed state, not what it was before another request finished.
-        resumable = find_owned_upload(owner=owner, upload_id=resumable.file_id)
         require_unexpired(resumable=resumable, now=now)
         if resumable.concat == ResumableUpload.Concat.FINAL:
             raise UploadRejected(
@@ -216,7 +216,7 @@ def _receive(
                 commit_progress(resumable=resumable, offset=start + received)
                 since_commit = 0
     sniffer.feed(b"", at_end=resumable.length is not None and start + received == resumable.length)
-    if hasher is not None and not hmac.compare_digest(hasher.digest(), checksum.digest):
+    if checksum is not None and not hmac.compare_digest(hasher.digest(), checksum.digest):
         cut_back(handle=handle, offset=start)
         raise UploadRejected(
             "chunk_checksum_mismatch",

@@ -37,12 +37,17 @@ def expiry_from(*, moment: datetime) -> datetime:
     return moment + timedelta(hours=settings.FILE_UPLOAD_RESUMABLE_EXPIRY_HOURS)
 
 
-def find_owned_upload(*, owner: AbstractBaseUser, upload_id: uuid.UUID | str) -> ResumableUpload:
-    """The owner's tus upload, unfinished or stored; 404 for anything else (never says whose it is)."""
+def parse_upload_id(*, raw: uuid.UUID | str) -> uuid.UUID:
+    """The upload id in a URL; 404 if it is not a UUID."""
     try:
-        upload_id = upload_id if isinstance(upload_id, uuid.UUID) else uuid.UUID(upload_id)
+        return raw if isinstance(raw, uuid.UUID) else uuid.UUID(raw)
     except ValueError:
         raise not_found() from None
+
+
+def find_owned_upload(*, owner: AbstractBaseUser, upload_id: uuid.UUID | str) -> ResumableUpload:
+    """The owner's tus upload, unfinished or stored; 404 for anything else (never says whose it is)."""
+    upload_id = parse_upload_id(raw=upload_id)
     resumable = (
         ResumableUpload.objects.select_related("file")
         .filter(

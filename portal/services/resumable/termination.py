@@ -8,7 +8,7 @@ from portal.models import UploadFile
 from portal.services.removal import delete_upload
 from portal.services.resumable.appending import locked
 from portal.services.resumable.locking import upload_lock
-from portal.services.resumable.state import find_owned_upload
+from portal.services.resumable.state import find_owned_upload, parse_upload_id
 from portal.services.staged_uploads import discard_upload
 
 
@@ -17,12 +17,11 @@ def terminate_upload(*, owner: AbstractBaseUser, upload_id: str) -> None:
 
     423 while a PATCH is writing to it; 404 if it is not the owner's.
     """
-    resumable = find_owned_upload(owner=owner, upload_id=upload_id)
-    with upload_lock(upload_id=resumable.file_id) as held:
+    with upload_lock(upload_id=parse_upload_id(raw=upload_id)) as held:
+        # Looked up under the lock: a PATCH may have stored it just before.
+        resumable = find_owned_upload(owner=owner, upload_id=upload_id)
         if not held:
             raise locked()
-        # Read again under the lock: a PATCH may have stored it just before.
-        resumable = find_owned_upload(owner=owner, upload_id=resumable.file_id)
         if resumable.file.status == UploadFile.Status.STORED:
             delete_upload(upload=resumable.file)
         else:
