@@ -84,10 +84,19 @@ class WebhookEndpointForm(forms.ModelForm):
 @admin.register(WebhookEndpoint)
 class WebhookEndpointAdmin(admin.ModelAdmin):
     form = WebhookEndpointForm
-    list_display = ("url", "event_types", "is_active", "failing_since", "disabled_reason", "masked_secret")
-    list_filter = ("is_active",)
+    # Owner empty: an operator's endpoint (every event); otherwise a subscriber's, made on the portal's pages.
+    list_display = ("url", "owner", "event_types", "is_active", "failing_since", "disabled_reason", "masked_secret")
+    list_filter = ("is_active", ("owner", admin.EmptyFieldListFilter))
     search_fields = ("url", "description")
-    readonly_fields = ("masked_secret", "is_active", "disabled_reason", "disabled_at", "failing_since", "created_at")
+    readonly_fields = (
+        "owner",
+        "masked_secret",
+        "is_active",
+        "disabled_reason",
+        "disabled_at",
+        "failing_since",
+        "created_at",
+    )
     actions = ["rotate_secret_action", "send_test_event_action", "reenable_action", "disable_action"]
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:

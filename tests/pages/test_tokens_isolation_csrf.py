@@ -110,6 +110,13 @@ def test_forged_posts_without_csrf_are_refused(signed_in, web):
     for path, kwargs in forged.items():
         response = forger.post(f"{web[0]}{path}", timeout=30, allow_redirects=False, **kwargs)
         assert response.status_code == 403, (path, response.status_code)
+    # The tus endpoint the upload widget uses: with the session but without X-CSRFToken, refused.
+    tus = forger.post(
+        f"{web[0]}/api/uploads/",
+        headers={"Tus-Resumable": "1.0.0", "Upload-Length": "5", "Upload-Metadata": "filename ZXZpbC50eHQ="},
+        timeout=30,
+    )
+    assert tus.status_code == 403, tus.text
     # Same-origin header but still no token: refused too.
     forger.headers["Origin"] = web[0]
     assert forger.post(f"{web[0]}/tokens/", data={"name": "evil"}, timeout=30).status_code == 403

@@ -124,3 +124,14 @@ def test_subscribers_choose_among_the_portals_events(people):
     with pytest.raises(ValidationError, match="choose among"):
         create_owned_endpoint(owner=alice, url="http://127.0.0.1:9/a", event_types=[])
     assert not WebhookEndpoint.objects.exists()
+
+
+def test_admin_lists_owners_and_filters_operators_endpoints(people, client, django_user_model):
+    alice, _ = people
+    create_owned_endpoint(owner=alice, url="http://127.0.0.1:9/alices", event_types=["file.stored"])
+    create_endpoint(url="http://127.0.0.1:9/operators")
+    client.force_login(django_user_model.objects.create_superuser(username="op", password="x"))
+    everything = client.get("/admin/common/webhookendpoint/").content.decode()
+    assert "/alices" in everything and "/operators" in everything and "alice" in everything
+    operators_only = client.get("/admin/common/webhookendpoint/?owner__isempty=1").content.decode()
+    assert "/operators" in operators_only and "/alices" not in operators_only
