@@ -104,11 +104,12 @@ def file_delete(request: SignedInRequest, file_id: uuid.UUID) -> HttpResponse:
 @require_GET
 def upload(request: SignedInRequest) -> HttpResponse:
     """The upload page: Uppy over tus with JavaScript, a plain one-request form without."""
-    return render(
-        request,
-        "portal/upload.html",
-        {"ttl_choices": ttl_choices(), "default_ttl": settings.FILE_UPLOAD_TTL_HOURS},
-    )
+    return _upload_page(request)
+
+
+def _upload_page(request: HttpRequest, *, error: str = "", status: int = 200) -> HttpResponse:
+    context = {"ttl_choices": ttl_choices(), "default_ttl": settings.FILE_UPLOAD_TTL_HOURS, "error": error}
+    return render(request, "portal/upload.html", context, status=status)
 
 
 def _csrf_accepted(request: HttpRequest) -> HttpResponse:
@@ -136,8 +137,7 @@ def upload_plain(request: SignedInRequest) -> HttpResponse:
             owner=request.user, meta=request.META, stream=body_stream(request), params={}, check_fields=check_csrf
         )
     except UploadRejected as exc:
-        context = {"ttl_choices": ttl_choices(), "default_ttl": settings.FILE_UPLOAD_TTL_HOURS, "error": exc.message}
-        return render(request, "portal/upload.html", context, status=exc.status)
+        return _upload_page(request, error=exc.message, status=exc.status)
     messages.success(request, f"Uploaded {stored.original_filename}.")
     return redirect("files")
 
