@@ -9,6 +9,7 @@ one takes effect.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from configurations import Configuration
@@ -219,7 +220,7 @@ class Base(Configuration):
     REQUIRED_VARIABLES: dict = {}
 
     @classmethod
-    def _database(cls) -> dict:
+    def _database(cls) -> dict[str, Any]:
         url = cls.DATABASE_URL
         if not url:
             from common.embedded_postgres import EmbeddedPostgres
@@ -233,7 +234,7 @@ class Base(Configuration):
             raise ImproperlyConfigured(
                 f"DATABASE_URL: must be a PostgreSQL URL such as postgresql://user@host:5432/db, got {url!r}"
             )
-        return config
+        return dict(config)
 
 
 class Dev(Base):

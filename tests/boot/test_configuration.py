@@ -92,6 +92,26 @@ def test_each_documented_variable_changes_its_setting():
     ],
 )
 def test_malformed_value_fails_at_start_naming_the_variable(env, variable, command):
+    assert_start_fails_naming(variable, env=env, command=command)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"OUTBOX_DELIVERY_CONCURRENCY": "0"}, "OUTBOX_DELIVERY_CONCURRENCY"),
+        ({"OUTBOX_BATCH_SIZE": "0"}, "OUTBOX_BATCH_SIZE"),
+        ({"WEBHOOK_CONNECT_TIMEOUT": "0"}, "WEBHOOK_CONNECT_TIMEOUT"),
+        ({"WEBHOOK_READ_TIMEOUT": "-1"}, "WEBHOOK_READ_TIMEOUT"),
+        ({"WEBHOOK_READ_TIMEOUT": "nan"}, "WEBHOOK_READ_TIMEOUT"),
+        ({"OUTBOX_DELIVER_SOFT_TIME_LIMIT": "20"}, "OUTBOX_DELIVER_SOFT_TIME_LIMIT"),
+    ],
+)
+def test_outbox_settings_that_cannot_work_fail_at_start_naming_the_variable(env, variable):
+    assert_start_fails_naming(variable, env=env, command=["manage.py", "check"])
+
+
+def assert_start_fails_naming(variable: str, *, env: dict, command: list[str]) -> None:
+    """Starting `command` with `env` fails with the variable's name and no traceback."""
     result = subprocess.run(
         [sys.executable, *command],
         cwd=PROJECT_DIR,
