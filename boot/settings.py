@@ -403,6 +403,8 @@ class Base(Configuration):
     LOG_FORMAT = setting(Env, "text")  # "text" (human-readable) or "json" (one object per line)
     RESULT_CLEANUP_INTERVAL = setting(EnvInt, 3600)  # seconds between beat-scheduled celery.backend_cleanup
     RESULT_CLEANUP_BATCH_SIZE = setting(EnvInt, 1000)  # results deleted per transaction
+    # Bearer token Prometheus sends to GET /metrics; unset means the endpoint is disabled (404).
+    METRICS_TOKEN = setting(Env, None)
 
     @classmethod
     def _setup_operations(cls) -> None:
