@@ -355,6 +355,67 @@ class Base(Configuration):
     FILE_UPLOAD_PAGE_SIZE = setting(EnvInt, 50)
     CLEANUP_UPLOADS_INTERVAL_HOURS = setting(EnvInt, 6)
     CLEANUP_UPLOADS_BATCH_SIZE = setting(EnvInt, 1000)
+    # Where stored files live: "local" (MEDIA_ROOT/uploads) or "s3" (an S3-compatible bucket, via django-storages).
+    FILE_STORAGE_BACKEND = setting(Env, "local")
+    FILE_STORAGE_S3_BUCKET = setting(Env, None)
+    FILE_STORAGE_S3_ENDPOINT_URL = setting(Env, None)  # unset: AWS; else MinIO, Ceph, R2... (http(s)://host:port)
+    FILE_STORAGE_S3_REGION = setting(Env, None)
+    # Unset: boto3's own chain (AWS_* environment, shared config, instance or task role).
+    FILE_STORAGE_S3_ACCESS_KEY_ID = setting(Env, None)
+    FILE_STORAGE_S3_SECRET_ACCESS_KEY = setting(Env, None)
+    FILE_STORAGE_S3_PREFIX = setting(Env, "")  # key prefix inside the bucket, e.g. "doorito/"
+    FILE_STORAGE_S3_ADDRESSING_STYLE = setting(Env, "auto")  # "auto", "path" (most S3-compatibles) or "virtual"
+    # Multipart part size (S3's minimum is 5 MiB); memory per finishing upload is about this x the concurrency.
+    FILE_STORAGE_S3_PART_SIZE = setting(EnvInt, 8 * 1024 * 1024)
+    FILE_STORAGE_S3_CONCURRENCY = setting(EnvInt, 4)  # parts sent in parallel per upload
+    FILE_STORAGE_S3_MAX_ATTEMPTS = setting(EnvInt, 3)  # per S3 request, retries included
+    FILE_STORAGE_S3_TIMEOUT = setting(EnvFloat, 30.0)  # seconds, connect and read, per S3 request
+
+    @classmethod
+    def _uploads_storage(cls, media_root: Path) -> dict:
+        """The STORAGES entry for stored files: local disk, or the S3 bucket after checking its settings."""
+        if cls.FILE_STORAGE_BACKEND == "local":
+            # No base_url: nothing links to these files directly.
+            return {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(media_root / "uploads"), "base_url": None},
+            }
+        if cls.FILE_STORAGE_BACKEND != "s3":
+            raise ImproperlyConfigured(f'FILE_STORAGE_BACKEND: "local" or "s3", got {cls.FILE_STORAGE_BACKEND!r}')
+        if not cls.FILE_STORAGE_S3_BUCKET:
+            raise ImproperlyConfigured("FILE_STORAGE_S3_BUCKET must be set when FILE_STORAGE_BACKEND=s3")
+        style = cls.FILE_STORAGE_S3_ADDRESSING_STYLE
+        if style not in ("auto", "path", "virtual"):
+            raise ImproperlyConfigured(f'FILE_STORAGE_S3_ADDRESSING_STYLE: "auto", "path" or "virtual", got {style!r}')
+        if cls.FILE_STORAGE_S3_PART_SIZE < 5 * 1024 * 1024:
+            raise ImproperlyConfigured(
+                f"FILE_STORAGE_S3_PART_SIZE: at least 5242880 (S3's minimum part), got {cls.FILE_STORAGE_S3_PART_SIZE}"
+            )
+        for name in ("FILE_STORAGE_S3_CONCURRENCY", "FILE_STORAGE_S3_MAX_ATTEMPTS"):
+            if getattr(cls, name) < 1:
+                raise ImproperlyConfigured(f"{name}: must be at least 1, got {getattr(cls, name)}")
+        if not 0 < cls.FILE_STORAGE_S3_TIMEOUT < float("inf"):
+            raise ImproperlyConfigured(f"FILE_STORAGE_S3_TIMEOUT: seconds > 0, got {cls.FILE_STORAGE_S3_TIMEOUT}")
+        return {
+            "BACKEND": "portal.services.storage.S3UploadStorage",
+            "OPTIONS": {
+                "bucket_name": cls.FILE_STORAGE_S3_BUCKET,
+                "endpoint_url": cls.FILE_STORAGE_S3_ENDPOINT_URL,
+                "region_name": cls.FILE_STORAGE_S3_REGION,
+                "access_key": cls.FILE_STORAGE_S3_ACCESS_KEY_ID,
+                "secret_key": cls.FILE_STORAGE_S3_SECRET_ACCESS_KEY,
+                "location": cls.FILE_STORAGE_S3_PREFIX.strip("/"),
+                "addressing_style": cls.FILE_STORAGE_S3_ADDRESSING_STYLE,
+                "part_size": cls.FILE_STORAGE_S3_PART_SIZE,
+                "concurrency": cls.FILE_STORAGE_S3_CONCURRENCY,
+                "max_attempts": cls.FILE_STORAGE_S3_MAX_ATTEMPTS,
+                "timeout": cls.FILE_STORAGE_S3_TIMEOUT,
+                # Server-generated names never clash; a private bucket, no public URLs.
+                "file_overwrite": True,
+                "default_acl": None,
+                "querystring_auth": True,
+            },
+        }
 
     @classmethod
     def _setup_portal(cls):
@@ -371,11 +432,7 @@ class Base(Configuration):
         cls.STORAGES = {
             "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
             "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-            # No base_url: nothing links to these files directly.
-            "uploads": {
-                "BACKEND": "django.core.files.storage.FileSystemStorage",
-                "OPTIONS": {"location": str(media_root / "uploads"), "base_url": None},
-            },
+            "uploads": cls._uploads_storage(media_root),
         }
         cls.CELERY_BEAT_SCHEDULE = {
             **cls.CELERY_BEAT_SCHEDULE,
