@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 from datetime import timedelta
+from types import SimpleNamespace
 from uuid import UUID
 
 import pytest
@@ -18,11 +19,12 @@ from portal.models import UploadFile
 from portal.services import lifecycle
 from tests.portal.conftest import events
 from tests.portal.s3_server import CREDENTIALS, REGION, OutageProxy, s3_client, start_moto
-from tests.portal.server import start_gunicorn
+from tests.portal.server import peak_rss_bytes, start_gunicorn, worker_pid
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-PART = 5 * 1024 * 1024  # S3's smallest part: a 12 MiB file goes up in 3 parts
+MB = 1024 * 1024
+PART = 5 * MB  # S3's smallest part: a 12 MiB file goes up in 3 parts
 PREFIX = "doorito-test"
 
 
@@ -97,7 +99,7 @@ def server(test_database_url, tmp_path, s3_settings):
     media = tmp_path / "media"
     media.mkdir()
     proc, base = start_gunicorn("gunicorn-s3", test_database_url, tmp_path, media, **s3_settings)
-    yield base, media
+    yield SimpleNamespace(base=base, media=media, pid=proc.pid)
     proc.stop()
 
 
@@ -125,7 +127,7 @@ def staged_files(media) -> list:
 
 
 def test_upload_goes_to_the_bucket_in_parts_and_downloads_with_the_same_sha256(server, bucket, token):
-    base, media = server
+    base, media = server.base, server.media
     data = os.urandom(12 * 1024 * 1024)
     digest = hashlib.sha256(data).hexdigest()
 
@@ -151,7 +153,7 @@ def test_upload_goes_to_the_bucket_in_parts_and_downloads_with_the_same_sha256(s
 
 
 def test_cleanup_deletes_the_object_then_the_row(server, bucket, token):
-    base, _ = server
+    base = server.base
     file_id = upload(base, token, b"expiring " * 1000).json()["id"]
     assert len(objects(bucket)) == 1
     UploadFile.objects.filter(pk=file_id).update(expires_at=timezone.now() - timedelta(minutes=1))
@@ -164,7 +166,7 @@ def test_cleanup_deletes_the_object_then_the_row(server, bucket, token):
 
 
 def test_an_object_already_missing_at_cleanup_counts_as_deleted(server, bucket, token):
-    base, _ = server
+    base = server.base
     file_id = upload(base, token, b"gone already " * 100).json()["id"]
     (key,) = objects(bucket)
     bucket[1].delete_object(Bucket=bucket[0], Key=key)
@@ -176,7 +178,7 @@ def test_an_object_already_missing_at_cleanup_counts_as_deleted(server, bucket, 
 
 
 def test_an_s3_error_at_cleanup_is_recorded_on_the_row_and_retried(server, bucket, token, proxy):
-    base, _ = server
+    base = server.base
     file_id = upload(base, token, b"keep trying " * 100).json()["id"]
     UploadFile.objects.filter(pk=file_id).update(expires_at=timezone.now() - timedelta(minutes=1))
     proxy.fail_after(0)
@@ -194,7 +196,7 @@ def test_an_s3_error_at_cleanup_is_recorded_on_the_row_and_retried(server, bucke
 
 
 def test_bucket_unreachable_mid_finish_fails_cleanly_and_a_retry_works(server, bucket, token, proxy):
-    base, media = server
+    base, media = server.base, server.media
     data = os.urandom(12 * 1024 * 1024)
     proxy.fail_after(7 * 1024 * 1024)  # down while the second part is on its way
 
@@ -224,7 +226,7 @@ def test_bucket_unreachable_mid_finish_fails_cleanly_and_a_retry_works(server, b
 
 
 def test_download_while_the_bucket_is_unreachable_is_a_503_in_json(server, bucket, token, proxy):
-    base, _ = server
+    base = server.base
     file_id = upload(base, token, b"later " * 100).json()["id"]
     proxy.fail_after(0)
 
@@ -234,3 +236,53 @@ def test_download_while_the_bucket_is_unreachable_is_a_503_in_json(server, bucke
 
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "storage_unavailable"
+
+
+def test_a_96_mib_file_goes_to_the_bucket_and_back_with_bounded_server_memory(server, bucket, token):
+    base = server.base
+    worker = worker_pid(server.pid)
+    # Warm up first: boto3's client and its service model take their fixed ~30 MiB on first use.
+    warm = upload(base, token, b"warm-up " * 1000).json()["id"]
+    requests.get(f"{base}/api/files/{warm}/download", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    before = peak_rss_bytes(worker)
+    block = bytes(range(256)) * 4096  # 1 MiB
+    size = 96 * MB
+    digest = hashlib.sha256()
+
+    def body():  # generated on the fly, so the client holds 1 MiB at a time too
+        yield (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n"
+        )
+        for _ in range(size // MB):
+            digest.update(block)
+            yield block
+        yield b"\r\n--b--\r\n"
+
+    response = requests.post(
+        f"{base}/api/files",
+        data=body(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "multipart/form-data; boundary=b"},
+        timeout=300,
+    )
+    assert response.status_code == 201, response.text
+    after_upload = peak_rss_bytes(worker)
+    download = requests.get(
+        f"{base}/api/files/{response.json()['id']}/download",
+        headers={"Authorization": f"Bearer {token}"},
+        stream=True,
+        timeout=300,
+    )
+    check = hashlib.sha256()
+    for piece in download.iter_content(MB):
+        check.update(piece)
+    after = peak_rss_bytes(worker)
+
+    assert check.hexdigest() == digest.hexdigest()
+    assert sorted(objects(bucket).values()) == [8000, size]
+    print(
+        f"worker peak RSS: before {before / MB:.0f} MiB, after upload {after_upload / MB:.0f} MiB, "
+        f"after download {after / MB:.0f} MiB, file {size / MB:.0f} MiB"
+    )
+    # Parts of 5 MiB, 4 at a time: about 20 MiB of part buffers at most, never the file.
+    assert after - before < 40 * MB
