@@ -19,11 +19,10 @@ from portal.models import UploadFile
 from portal.services import lifecycle
 from tests.portal.conftest import events
 from tests.portal.s3_server import CREDENTIALS, REGION, OutageProxy, s3_client, start_moto
-from tests.portal.server import peak_rss_bytes, start_gunicorn, worker_pid
+from tests.portal.server import MB, download_sha256, peak_rss_bytes, start_gunicorn, upload_generated_file, worker_pid
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-MB = 1024 * 1024
 PART = 5 * MB  # S3's smallest part: a 12 MiB file goes up in 3 parts
 PREFIX = "doorito-test"
 
@@ -245,40 +244,15 @@ def test_a_96_mib_file_goes_to_the_bucket_and_back_with_bounded_server_memory(se
     warm = upload(base, token, b"warm-up " * 1000).json()["id"]
     requests.get(f"{base}/api/files/{warm}/download", headers={"Authorization": f"Bearer {token}"}, timeout=60)
     before = peak_rss_bytes(worker)
-    block = bytes(range(256)) * 4096  # 1 MiB
     size = 96 * MB
-    digest = hashlib.sha256()
 
-    def body():  # generated on the fly, so the client holds 1 MiB at a time too
-        yield (
-            b'--b\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
-            b"Content-Type: application/octet-stream\r\n\r\n"
-        )
-        for _ in range(size // MB):
-            digest.update(block)
-            yield block
-        yield b"\r\n--b--\r\n"
-
-    response = requests.post(
-        f"{base}/api/files",
-        data=body(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "multipart/form-data; boundary=b"},
-        timeout=300,
-    )
+    response, sent = upload_generated_file(base, token, size)
     assert response.status_code == 201, response.text
     after_upload = peak_rss_bytes(worker)
-    download = requests.get(
-        f"{base}/api/files/{response.json()['id']}/download",
-        headers={"Authorization": f"Bearer {token}"},
-        stream=True,
-        timeout=300,
-    )
-    check = hashlib.sha256()
-    for piece in download.iter_content(MB):
-        check.update(piece)
+    _, received = download_sha256(base, token, response.json()["id"])
     after = peak_rss_bytes(worker)
 
-    assert check.hexdigest() == digest.hexdigest()
+    assert received == sent
     assert sorted(objects(bucket).values()) == [8000, size]
     print(
         f"worker peak RSS: before {before / MB:.0f} MiB, after upload {after_upload / MB:.0f} MiB, "
