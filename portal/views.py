@@ -85,9 +85,8 @@ def files(request: HttpRequest):
         page = paginator.page(request.GET.get("page", 1))
     except PageNotAnInteger:
         return error("invalid_page", "page must be a whole number from 1.", 400)
-    except EmptyPage:
-        # A well-formed page past the end is a missing resource (404), not a malformed request.
-        if str(request.GET.get("page")).lstrip("-").isdigit() and int(request.GET["page"]) > paginator.num_pages:
+    except EmptyPage:  # the paginator already parsed `page` as a whole number
+        if int(request.GET["page"]) > paginator.num_pages:  # past the end: a missing resource, not bad input
             return error("page_not_found", f"There are {paginator.num_pages} page(s).", 404)
         return error("invalid_page", f"page must be between 1 and {paginator.num_pages}.", 400)
     return JsonResponse(

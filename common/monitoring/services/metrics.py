@@ -1,9 +1,10 @@
 """Prometheus metrics read from PostgreSQL at scrape time, so every web, worker and beat process agrees.
 
 Counters kept in process memory would be per gunicorn worker or per prefork child; the database already
-knows the numbers. Each source runs one query, on an index or a small table; apps add sources with
-register_source.
-A source that fails is reported as doorito_metrics_source_up{source=...} 0 instead of failing the scrape.
+knows the numbers. Each source runs exactly one query, on an index or a small table, so a scrape runs one
+per source (8 with the portal's uploads, which the portal adds with register_source); docs/operations.md
+states the count and tests/ops/test_metrics.py checks it. A source that fails is reported as
+doorito_metrics_source_up{source=...} 0 instead of failing the scrape.
 """
 
 from __future__ import annotations
@@ -43,9 +44,6 @@ FROM {table} WHERE attempted_at >= %s GROUP BY 1 ORDER BY 1
     buckets=", ".join(f"count(*) FILTER (WHERE duration_ms <= {round(b * 1000)})" for b in ATTEMPT_DURATION_BUCKETS),
     table=DeliveryAttempt._meta.db_table,
 )
-
-# Each source runs exactly one query, so a scrape runs one per source (8 with the portal's uploads);
-# docs/operations.md states the count and tests/ops/test_metrics.py checks it.
 
 
 def gauge(name: str, documentation: str, labels: list[str] | None = None) -> GaugeMetricFamily:
