@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.services.outbox import emit_event
+from common.outbox.services.emit import emit_event
 from portal.models import UploadFile
 
 AGGREGATE_TYPE = "portal.upload_file"

@@ -11,8 +11,8 @@ from django.conf import settings
 from django.db import connections, transaction
 from kombu import Connection
 
-from boot.settings import broker_url_for
 from common.broker.transport import Transport, transaction_cursor, transaction_publishes
+from common.database_urls import broker_url_for
 
 
 @functools.cache

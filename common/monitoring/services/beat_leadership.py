@@ -32,7 +32,7 @@ from django.db import Error as DjangoDatabaseError
 from django.db import close_old_connections
 from django.db import connection as django_connection
 
-from boot.settings import database_url_for
+from common.database_urls import database_url_for
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from common.broker.services.inspection import queue_stats
-from common.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from common.monitoring.models import BeatInstance, WorkerHeartbeat
+from common.outbox.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def beat_metrics(*, now: datetime) -> list[Metric]:
     metrics: list[Metric] = [leader, alive]
     if leader_tick is not None:
         age = gauge("beat_last_tick_age_seconds", "Seconds since the beat leader's last tick.")
-        age.add_metric([], _age(leader_tick, now))
+        age.add_metric([], max(0.0, (now - leader_tick).total_seconds()))
         metrics.append(age)
     return metrics
 

@@ -10,7 +10,9 @@ from django.db.models import Count
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
+from common.broker.services.inspection import queue_stats
 from common.monitoring.models import BeatInstance, WorkerHeartbeat
+from common.outbox.services.health import get_outbox_health
 
 logger = logging.getLogger(__name__)
 
@@ -76,20 +78,12 @@ def beat_state(*, now=None) -> dict:
 
 def _queue_stats() -> dict:
     try:
-        from common.broker.services.inspection import queue_stats
-    except ImportError as exc:
-        return {"available": False, "error": f"queue inspection not installed: {exc}", "queues": []}
-    try:
         return {"available": True, "queues": queue_stats()}
     except Exception as exc:  # a status screen reports what it cannot read instead of failing
         return {"available": False, "error": f"{type(exc).__name__}: {exc}", "queues": []}
 
 
 def _outbox_health() -> dict:
-    try:
-        from common.services.outbox_health import get_outbox_health
-    except ImportError as exc:
-        return {"available": False, "error": f"outbox health not installed: {exc}"}
     try:
         return {"available": True, **get_outbox_health()}
     except Exception as exc:  # a status screen reports what it cannot read instead of failing
