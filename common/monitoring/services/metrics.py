@@ -3,7 +3,7 @@
 Counters kept in process memory would be per gunicorn worker or per prefork child; the database already
 knows the numbers. Each source runs exactly one query, on an index or a small table, so a scrape runs one
 per source (8 with the portal's uploads, which the portal adds with register_source); docs/operations.md
-states the count and tests/ops/test_metrics.py checks it. A source that fails is reported as
+states the count and tests/monitoring/test_metrics.py checks it. A source that fails is reported as
 doorito_metrics_source_up{source=...} 0 instead of failing the scrape.
 """
 
