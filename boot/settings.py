@@ -202,6 +202,21 @@ class Base(Configuration):
     FILE_UPLOAD_RESUMABLE_CHECKPOINT_BYTES = setting(EnvInt, 64 * 1024 * 1024)
     CLEANUP_UPLOADS_INTERVAL_HOURS = setting(EnvInt, 6)
     CLEANUP_UPLOADS_BATCH_SIZE = setting(EnvInt, 1000)
+    # Where stored files live: "local" (MEDIA_ROOT/uploads) or "s3" (an S3-compatible bucket, via django-storages).
+    FILE_STORAGE_BACKEND = setting(Env, "local")
+    FILE_STORAGE_S3_BUCKET = setting(Env, None)
+    FILE_STORAGE_S3_ENDPOINT_URL = setting(Env, None)  # unset: AWS; else MinIO, Ceph, R2... (http(s)://host:port)
+    FILE_STORAGE_S3_REGION = setting(Env, None)
+    # Unset: boto3's own chain (AWS_* environment, shared config, instance or task role).
+    FILE_STORAGE_S3_ACCESS_KEY_ID = setting(Env, None)
+    FILE_STORAGE_S3_SECRET_ACCESS_KEY = setting(Env, None)
+    FILE_STORAGE_S3_PREFIX = setting(Env, "")  # key prefix inside the bucket, e.g. "doorito/"
+    FILE_STORAGE_S3_ADDRESSING_STYLE = setting(Env, "auto")  # "auto", "path" (most S3-compatibles) or "virtual"
+    # Multipart part size (S3's minimum is 5 MiB); memory per finishing upload is about this x the concurrency.
+    FILE_STORAGE_S3_PART_SIZE = setting(EnvInt, 8 * 1024 * 1024)
+    FILE_STORAGE_S3_CONCURRENCY = setting(EnvInt, 4)  # parts sent in parallel per upload
+    FILE_STORAGE_S3_MAX_ATTEMPTS = setting(EnvInt, 3)  # per S3 request, retries included
+    FILE_STORAGE_S3_TIMEOUT = setting(EnvFloat, 30.0)  # seconds, connect and read, per S3 request
 
     # --- Operations (common.monitoring) --------------------------------------
     # A standby beat takes over at most this many seconds after the leader dies (even by kill -9
@@ -216,6 +231,8 @@ class Base(Configuration):
     LOG_FORMAT = setting(Env, "text")  # "text" (human-readable) or "json" (one object per line)
     RESULT_CLEANUP_INTERVAL = setting(EnvInt, 3600)  # seconds between beat-scheduled celery.backend_cleanup
     RESULT_CLEANUP_BATCH_SIZE = setting(EnvInt, 1000)  # results deleted per transaction
+    # Bearer token Prometheus sends to GET /metrics; unset means the endpoint is disabled (404).
+    METRICS_TOKEN = setting(Env, None)
 
     LOGGING = {
         "version": 1,

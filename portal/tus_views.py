@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
@@ -66,10 +66,10 @@ def _authenticate(request: HttpRequest) -> HttpResponse | None:
     )
 
 
-def _owner(request: HttpRequest) -> AbstractBaseUser:
+def _owner(request: HttpRequest) -> User:
     """The signed-in user of an authenticated request (_authenticate let no anonymous one through)."""
     user = request.user
-    if not isinstance(user, AbstractBaseUser):
+    if not isinstance(user, User):
         raise UploadRejected("invalid_token", "Send a valid API token or sign in.", status=401)
     return user
 

@@ -13,6 +13,7 @@ urlpatterns = [
     path("uploads/", tus_views.uploads, name="uploads"),
     path("uploads", tus_views.uploads),
     path("uploads/<str:upload_id>", tus_views.upload, name="upload"),
+    path("openapi.json", views.openapi_json, name="openapi"),
     # Last: every other path under /api/ answers in JSON too.
     re_path(r"", views.unknown_endpoint, name="unknown-endpoint"),
 ]

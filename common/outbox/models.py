@@ -149,6 +149,8 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["-attempted_at"]
+        # The metrics scrape reads the last 5 minutes of attempts.
+        indexes = [models.Index(fields=["attempted_at"], name="attempt_attempted_at")]
 
     def __str__(self) -> str:
         return f"attempt on delivery {self.delivery_id} at {self.attempted_at:%Y-%m-%d %H:%M:%S} ({self.status_code})"

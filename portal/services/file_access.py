@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from typing import IO
@@ -11,8 +12,10 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from portal.models import UploadFile
-from portal.services.errors import UploadRejected
+from portal.services.errors import StorageFailed, StorageUnavailable, UploadRejected
 from portal.services.removal import upload_storage
+
+logger = logging.getLogger(__name__)
 
 
 def owned_uploads(*, owner: User) -> QuerySet[UploadFile]:
@@ -51,4 +54,12 @@ def open_for_download(
     except FileNotFoundError:
         # Cleanup removed the bytes between our check and the open.
         raise UploadRejected("file_expired", "The file has expired.", status=410) from None
+    except StorageUnavailable as exc:  # 503, the client may retry
+        logger.exception(
+            "upload %s: opening for download failed: %s",
+            upload.id,
+            exc,
+            extra={"event": "portal.download_storage_failed", "upload_id": str(upload.id)},
+        )
+        raise StorageFailed(exc) from exc
     return upload, handle

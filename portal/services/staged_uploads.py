@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files import File
 from django.db import transaction
 from django.utils import timezone
@@ -52,7 +52,7 @@ class _StagedFile(File):
         return self._path
 
 
-def begin_upload(*, owner: AbstractBaseUser, original_filename: str, now: datetime | None = None) -> UploadFile:
+def begin_upload(*, owner: User, original_filename: str, now: datetime | None = None) -> UploadFile:
     """Record an upload as `uploading` (committed), so a crash mid-stream leaves a row cleanup will find."""
     now = now or timezone.now()
     upload_id = uuid.uuid4()

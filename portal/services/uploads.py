@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import IO
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files import File
 from django.core.files.uploadhandler import FileUploadHandler
@@ -51,7 +51,7 @@ class _StreamingParser(MultiPartParser):
 class _StagingHandler(FileUploadHandler):
     """Writes the one `file` part to staging, hashing, counting and sniffing each chunk as it arrives."""
 
-    def __init__(self, *, owner: AbstractBaseUser, now: datetime) -> None:
+    def __init__(self, *, owner: User, now: datetime) -> None:
         super().__init__()
         self.chunk_size = settings.FILE_UPLOAD_CHUNK_SIZE
         self.owner = owner
@@ -114,7 +114,7 @@ class _StagingHandler(FileUploadHandler):
 
 def receive_upload(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     meta: Mapping[str, str],
     stream: IO[bytes],
     params: Mapping[str, str],

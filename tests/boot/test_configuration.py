@@ -59,9 +59,13 @@ def test_docs_and_env_example_list_the_same_variables():
     assert in_docs == in_example
 
 
+# Variables whose example value needs another variable set to start at all.
+COMPANIONS = {"FILE_STORAGE_BACKEND": {"FILE_STORAGE_S3_BUCKET": "doorito-files"}}
+
+
 def test_each_documented_variable_changes_its_setting():
     pairs = documented()
-    report = run_probe(pairs)
+    report = run_probe([(v, value, COMPANIONS.get(v, {})) for v, value in pairs])
     baseline = report[""]
     unchanged = [v for v, _ in pairs if report[v][setting_of(v)] == baseline[setting_of(v)]]
     assert unchanged == [], f"setting these variables changed nothing: {unchanged}"
@@ -80,6 +84,12 @@ def test_each_documented_variable_changes_its_setting():
         ({"BROKER_CLEANUP_INTERVAL": "0"}, "BROKER_CLEANUP_INTERVAL"),
         ({"BROKER_TRANSPORT_CLASS": "nope.mod:Transport"}, "BROKER_TRANSPORT_CLASS"),
         ({"BROKER_TRANSPORT_CLASS": "kombu.connection:Connection"}, "BROKER_TRANSPORT_CLASS"),
+        ({"FILE_STORAGE_BACKEND": "gcs"}, "FILE_STORAGE_BACKEND"),
+        ({"FILE_STORAGE_BACKEND": "s3"}, "FILE_STORAGE_S3_BUCKET"),
+        (
+            {"FILE_STORAGE_BACKEND": "s3", "FILE_STORAGE_S3_BUCKET": "b", "FILE_STORAGE_S3_PART_SIZE": "1024"},
+            "FILE_STORAGE_S3_PART_SIZE",
+        ),
     ],
 )
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -72,3 +73,44 @@ def peak_rss_bytes(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
+
+
+MB = 1024 * 1024
+
+
+def upload_generated_file(base: str, token: str, size: int) -> tuple[requests.Response, str]:
+    """POST a `size`-byte file (whole MiBs) generated on the fly, 1 MiB held at a time; returns (response, sha256)."""
+    block = bytes(range(256)) * 4096  # 1 MiB, not all-zero so nothing can compress it away
+    digest = hashlib.sha256()
+
+    def body():
+        yield (
+            b'--big-upload-boundary\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n"
+        )
+        for _ in range(size // MB):
+            digest.update(block)
+            yield block
+        yield b"\r\n--big-upload-boundary--\r\n"
+
+    response = requests.post(
+        f"{base}/api/files",
+        data=body(),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "multipart/form-data; boundary=big-upload-boundary",
+        },
+        timeout=300,
+    )
+    return response, digest.hexdigest()
+
+
+def download_sha256(base: str, token: str, file_id: str) -> tuple[requests.Response, str]:
+    """GET a file's download, streamed in 1 MiB pieces; returns (response, sha256 of the bytes received)."""
+    download = requests.get(
+        f"{base}/api/files/{file_id}/download", headers={"Authorization": f"Bearer {token}"}, stream=True, timeout=300
+    )
+    digest = hashlib.sha256()
+    for piece in download.iter_content(MB):
+        digest.update(piece)
+    return download, digest.hexdigest()

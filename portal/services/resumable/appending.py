@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import IO, Any, BinaryIO
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from portal.models import ResumableUpload
@@ -44,7 +44,7 @@ def locked() -> UploadRejected:
 
 def append_to_upload(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     upload_id: str,
     offset: int,
     body: IO[bytes],

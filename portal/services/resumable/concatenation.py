@@ -6,7 +6,7 @@ import contextlib
 from datetime import datetime
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from portal.models import ResumableUpload
@@ -24,7 +24,7 @@ from portal.services.staged_uploads import discard_upload, storage_failed
 
 
 def create_final_upload(
-    *, owner: AbstractBaseUser, concat: Concat, metadata: UploadMetadata, now: datetime | None = None
+    *, owner: User, concat: Concat, metadata: UploadMetadata, now: datetime | None = None
 ) -> ResumableUpload:
     """Assemble the partial uploads, in order, into one new upload and store it; the partial uploads are removed.
 

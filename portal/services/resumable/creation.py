@@ -6,7 +6,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -39,7 +39,7 @@ def check_length(*, length: int | None, defer_length: bool, partial: bool) -> No
         raise UploadRejected("empty_file", "The file is empty.")
 
 
-def active_uploads(*, owner: AbstractBaseUser, now: datetime) -> int:
+def active_uploads(*, owner: User, now: datetime) -> int:
     """How many unfinished, unexpired tus uploads (partial ones included) `owner` has."""
     return UploadFile.objects.filter(
         owner=owner, status=UploadFile.Status.UPLOADING, resumable__expires_at__gt=now
@@ -48,7 +48,7 @@ def active_uploads(*, owner: AbstractBaseUser, now: datetime) -> int:
 
 def insert_rows(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     filename: str,
     length: int | None,
     metadata: UploadMetadata,
@@ -81,7 +81,7 @@ def start_staging(*, resumable: ResumableUpload) -> None:
 
 def create_upload(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     length: int | None,
     defer_length: bool,
     metadata: UploadMetadata,

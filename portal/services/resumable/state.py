@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from portal.models import ResumableUpload, UploadFile
@@ -45,7 +45,7 @@ def parse_upload_id(*, raw: uuid.UUID | str) -> uuid.UUID:
         raise not_found() from None
 
 
-def find_owned_upload(*, owner: AbstractBaseUser, upload_id: uuid.UUID | str) -> ResumableUpload:
+def find_owned_upload(*, owner: User, upload_id: uuid.UUID | str) -> ResumableUpload:
     """The owner's tus upload, unfinished or stored; 404 for anything else (never says whose it is)."""
     upload_id = parse_upload_id(raw=upload_id)
     resumable = (
@@ -82,7 +82,7 @@ def status_of(*, resumable: ResumableUpload) -> UploadStatus:
     )
 
 
-def describe_upload(*, owner: AbstractBaseUser, upload_id: str, now: datetime | None = None) -> UploadStatus:
+def describe_upload(*, owner: User, upload_id: str, now: datetime | None = None) -> UploadStatus:
     """HEAD: the owner's upload state; 404 if not theirs, 410 once expired unfinished."""
     resumable = find_owned_upload(owner=owner, upload_id=upload_id)
     require_unexpired(resumable=resumable, now=now)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 
 from portal.models import UploadFile
 from portal.services.removal import delete_upload
@@ -12,7 +12,7 @@ from portal.services.resumable.state import find_owned_upload, parse_upload_id
 from portal.services.staged_uploads import discard_upload
 
 
-def terminate_upload(*, owner: AbstractBaseUser, upload_id: str) -> None:
+def terminate_upload(*, owner: User, upload_id: str) -> None:
     """Remove the owner's upload: unfinished ones without an event, a stored file as a delete (file.deleted).
 
     423 while a PATCH is writing to it; 404 if it is not the owner's.
