@@ -8,7 +8,7 @@ from django.db import migrations, models
 # Existing endpoints get no owner: they stay operator endpoints receiving every event, as before.
 class Migration(migrations.Migration):
     dependencies = [
-        ("common", "0001_outbox"),
+        ("common", "0002_attempt_attempted_at"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
