@@ -182,6 +182,14 @@ class Base(Configuration):
     BROKER_POLLING_INTERVAL = setting(EnvFloat, 5.0)
     # Most messages one claim round trip takes (never more than the worker's free prefetch slots).
     BROKER_CLAIM_BATCH = setting(EnvInt, 4)
+    # Seconds between a worker's rescue passes: each returns the messages of consumers whose database
+    # session is gone (a killed worker) and picks up broker_cancel marks.
+    BROKER_RESCUE_INTERVAL = setting(EnvFloat, 1.0)
+    # Seconds a dead consumer's message waits before it is ready again (a live one re-owns its messages
+    # within one rescue interval after a reconnect): must exceed BROKER_RESCUE_INTERVAL.
+    BROKER_RESCUE_GRACE = setting(EnvFloat, 2.0)
+    # Seconds after PostgreSQL starts during which no message is rescued: every worker is reconnecting.
+    BROKER_RESCUE_AFTER_RESTART = setting(EnvFloat, 30.0)
     # Seconds between runs of common.broker.tasks.cleanup_broker_messages_task.
     BROKER_CLEANUP_INTERVAL = setting(EnvInt, 3600)
     # Doorito's tasks ack after they run (at-least-once): see docs/tasks.md "Acknowledgement".
@@ -220,6 +228,15 @@ class Base(Configuration):
             )
         if cls.BROKER_POLLING_INTERVAL <= 0:
             raise ImproperlyConfigured(f"BROKER_POLLING_INTERVAL: must be > 0, got {cls.BROKER_POLLING_INTERVAL}")
+        if cls.BROKER_RESCUE_INTERVAL <= 0 or cls.BROKER_RESCUE_GRACE <= cls.BROKER_RESCUE_INTERVAL:
+            raise ImproperlyConfigured(
+                "BROKER_RESCUE_INTERVAL must be > 0 and BROKER_RESCUE_GRACE must exceed it "
+                f"({cls.BROKER_RESCUE_INTERVAL}, {cls.BROKER_RESCUE_GRACE})"
+            )
+        if cls.BROKER_RESCUE_AFTER_RESTART < 0:
+            raise ImproperlyConfigured(
+                f"BROKER_RESCUE_AFTER_RESTART: must be >= 0, got {cls.BROKER_RESCUE_AFTER_RESTART}"
+            )
         for name in ("BROKER_CLAIM_BATCH", "BROKER_CLEANUP_INTERVAL"):
             if getattr(cls, name) < 1:
                 raise ImproperlyConfigured(f"{name}: must be >= 1, got {getattr(cls, name)}")
@@ -235,15 +252,10 @@ class Base(Configuration):
                     "visibility_timeout": cls.BROKER_VISIBILITY_TIMEOUT,
                     "polling_interval": cls.BROKER_POLLING_INTERVAL,
                     "claim_batch": cls.BROKER_CLAIM_BATCH,
+                    "rescue_interval": cls.BROKER_RESCUE_INTERVAL,
+                    "rescue_grace": cls.BROKER_RESCUE_GRACE,
+                    "restart_grace": cls.BROKER_RESCUE_AFTER_RESTART,
                 }
-            from common.broker.cancel_check import skip_if_cancelled
-
-            # broker_cancel marks tasks a worker already claimed; every task checks the mark before it starts.
-            existing = getattr(cls, "CELERY_TASK_ANNOTATIONS", None)
-            cls.CELERY_TASK_ANNOTATIONS = [
-                {"*": {"before_start": skip_if_cancelled}},
-                *([existing] if isinstance(existing, dict) else (existing or [])),
-            ]
         cls.CELERY_BEAT_SCHEDULE = {
             **cls.CELERY_BEAT_SCHEDULE,
             "broker-cleanup": {

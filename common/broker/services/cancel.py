@@ -43,8 +43,8 @@ def cancel_queued_task(*, task_id: str) -> CancelOutcome:
     return CancelOutcome.CLAIMED
 
 
-def claim_cancellation(*, task_id: str) -> bool:
-    """True (and the skip recorded) if `task_id` was cancelled after a worker claimed it: it must not run."""
+def record_skip(*, task_id: str) -> bool:
+    """Record that a worker skipped cancelled `task_id`; False if it has no mark (pruned, or never cancelled)."""
     with connection.cursor() as cursor:
         cursor.execute(SKIP, [task_id])
         return cursor.fetchone() is not None
