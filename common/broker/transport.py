@@ -452,8 +452,10 @@ class Transport(stock.Transport):
         # A self-pipe lets an ack (from any thread) interrupt the wait; made when consuming starts.
         self._wake_read = self._wake_write = -1
         self._next_poll = 0.0
-        self._next_maintenance = 0.0
-        self._next_rescue = 0.0
+        # Rescue passes and lease renewals run in a thread: Celery's main thread blocks in the pool's
+        # apply_async whenever every child is busy, for as long as a task runs.
+        self._keeper: threading.Thread | None = None
+        self._keeper_stop = threading.Event()
 
     def establish_connection(self) -> Any:
         # Prove the database answers, so Celery's connection retry (with backoff) sees a real failure.
@@ -469,6 +471,7 @@ class Transport(stock.Transport):
 
     def _forget_parent_state(self) -> None:
         """In a forked child: leave the parent's LISTEN connection alone and make our own wake pipe."""
+        self._keeper = None  # the parent's thread does not exist here
         if self._listener is not None:
             _inherited.append(self._listener)
         self._listener = None
@@ -509,6 +512,7 @@ class Transport(stock.Transport):
                 listener.close()
 
     def close_connection(self, connection: Any) -> None:
+        self._keeper_stop.set()
         super().close_connection(connection)
         self._drop_listener()
         if os.getpid() == self._pid and self._wake_write >= 0:
@@ -520,17 +524,13 @@ class Transport(stock.Transport):
 
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         deadline = None if timeout is None else monotonic() + timeout
+        self._listen()  # first: in a forked child it forgets the parent's state, keeper included
+        self._start_keeper()
         while True:
             # A lost LISTEN session is replaced here; only if that fails too does Celery see a connection error
             # (and restart its consumer, which gives back the prefetched messages).
             listener = self._listen()
             now = monotonic()
-            if now >= self._next_rescue:
-                self._next_rescue = now + self.options.rescue_interval
-                self._rescue()
-            if now >= self._next_maintenance:
-                self._maintain()
-                self._next_maintenance = now + min(self.options.visibility_timeout / 4, 30.0)
             if now >= self._next_poll:
                 self.known_empty.clear()
                 self._next_poll = now + self.polling_interval
@@ -539,12 +539,37 @@ class Transport(stock.Transport):
                 return
             except Empty:
                 pass
-            wait_until = min(self._next_poll, self._next_maintenance, self._next_rescue)
+            wait_until = self._next_poll
             if deadline is not None:
                 if now >= deadline:
                     raise TimeoutError()
                 wait_until = min(wait_until, deadline)
             self._wait(listener, max(0.0, wait_until - monotonic()))
+
+    def _start_keeper(self) -> None:
+        """Start this consuming process's keeper thread (once; again in a forked child that consumes)."""
+        if self._keeper is not None and self._keeper.is_alive():
+            return
+        if self._keeper_stop.is_set():
+            return  # closed
+        self._keeper = threading.Thread(target=self._keep, name="doorito-broker-keeper", daemon=True)
+        self._keeper.start()
+
+    def _keep(self) -> None:
+        """Each rescue interval: the rescue pass; every min(visibility timeout / 4, 30 s): renew leases, expire."""
+        next_maintenance = 0.0
+        while True:
+            if os.getpid() != self._pid:
+                return
+            try:
+                self._rescue()
+                if monotonic() >= next_maintenance:
+                    self._maintain()
+                    next_maintenance = monotonic() + min(self.options.visibility_timeout / 4, 30.0)
+            except Exception as exc:  # the database is away: the next pass tries again
+                logger.warning("broker.rescue_failed", extra={"event": "broker.rescue_failed", "error": str(exc)})
+            if self._keeper_stop.wait(self.options.rescue_interval):
+                return
 
     def _wait(self, listener: psycopg.Connection, seconds: float) -> None:
         """Sleep until a NOTIFY for one of our queues, a wake-up, or `seconds` pass."""
@@ -578,6 +603,7 @@ class Transport(stock.Transport):
         channel = self._consuming_channel()
         if channel is not None and _rescue_pass(channel, self.options):
             self.known_empty.clear()
+            self.wake()
 
     def _maintain(self) -> None:
         """Renew the leases this process holds, and make expired leases (dead consumers) visible again."""
@@ -589,3 +615,4 @@ class Transport(stock.Transport):
             channel._run(sql.RENEW_LEASES, (held,))
         if channel._run(sql.RESTORE_EXPIRED, (self.options.visibility_timeout,)):
             self.known_empty.clear()
+            self.wake()

@@ -402,3 +402,20 @@ def test_a_forked_child_never_uses_its_parents_connections(connect):
     assert sorted((v, version) for _, v, version in rows()) == [(False, -1), (True, 1)]
     held.ack()
     assert [b for b, _ in consume(conn, 1)] == [{"n": 2}]
+
+
+def test_a_terminated_listen_session_is_replaced_without_a_connection_error(connect):
+    conn = connect(polling_interval=60)
+    received = []
+    with Consumer(conn, [QUEUE], callbacks=[lambda body, m: (received.append(body), m.ack())]):
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.3)
+        old = conn.transport._listener.info.backend_pid
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [old])
+        with pytest.raises(TimeoutError):  # noticed and replaced inside drain_events: Celery sees no error
+            conn.drain_events(timeout=1)
+        assert conn.transport._listener.info.backend_pid != old
+        publish(connect(), {"n": 1})
+        conn.drain_events(timeout=5)  # woken by a NOTIFY on the new session (the poll is 60 s away)
+    assert received == [{"n": 1}]
