@@ -558,7 +558,7 @@ class Transport(stock.Transport):
     def _keep(self) -> None:
         """Each rescue interval: the rescue pass; every min(visibility timeout / 4, 30 s): renew leases, expire."""
         next_maintenance = 0.0
-        while True:
+        while not self._keeper_stop.wait(self.options.rescue_interval):
             if os.getpid() != self._pid:
                 return
             try:
@@ -568,8 +568,6 @@ class Transport(stock.Transport):
                     next_maintenance = monotonic() + min(self.options.visibility_timeout / 4, 30.0)
             except Exception as exc:  # the database is away: the next pass tries again
                 logger.warning("broker.rescue_failed", extra={"event": "broker.rescue_failed", "error": str(exc)})
-            if self._keeper_stop.wait(self.options.rescue_interval):
-                return
 
     def _wait(self, listener: psycopg.Connection, seconds: float) -> None:
         """Sleep until a NOTIFY for one of our queues, a wake-up, or `seconds` pass."""
