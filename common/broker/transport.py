@@ -181,7 +181,7 @@ class Channel(stock.Channel):
             driver = fairy.driver_connection
             driver.autocommit = True
             try:
-                pid, started = driver.execute(sql.BACKEND_IDENTITY).fetchone()
+                pid, started, _ = driver.execute(sql.SESSION_SETUP).fetchone()
             except Exception:
                 fairy.invalidate()
                 raise
@@ -276,9 +276,17 @@ class Channel(stock.Channel):
             else:
                 # An INSERT whose reply was lost may have committed: never retry it blindly.
                 self._run(sql.INSERT_MESSAGE, (payload, queue_id), retry=False)
+                self._wake_consumers(queue_id)
         except psycopg.errors.ForeignKeyViolation:
             _queue_ids.pop((self._url, queue), None)
             raise
+
+    def _wake_consumers(self, queue_id: int) -> None:
+        """Notify consumers of a committed publish; if that fails, they find it at their next poll."""
+        try:
+            self._run(sql.WAKE, (queue_id,), retry=False)
+        except psycopg.Error as exc:  # the message is committed: the publish succeeded
+            logger.info("broker.wake_failed", extra={"event": "broker.wake_failed", "error": str(exc)})
 
     # --- consume -------------------------------------------------------------------
     def _get(self, queue: str) -> dict:

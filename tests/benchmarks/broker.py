@@ -12,7 +12,12 @@ project's settings (acks_late, prefetch multiplier 4) and a no-op task:
   (a database of its own, so app traffic is not counted), or Redis commands processed; RabbitMQ pushes;
 - rows left: kombu_message rows after the drain (PostgreSQL brokers).
 Redis (127.0.0.1:6379 db 15) and RabbitMQ (127.0.0.1:5672, guest) are skipped when unreachable.
---concurrency sets the worker's pool size (-c). --profile (needs `pip install py-spy` in the venv; not a
+--concurrency sets the worker's pool size (-c).
+--producers 1 8 32 instead measures the enqueue rate of that many concurrent producer connections (each
+one publish per transaction, the transport's own statements, for --seconds each) in three modes: the
+wake-up NOTIFY in the publishing transaction (the insert trigger: stock producers, and this transport
+before migration 0005), after the commit (this transport now), and none (trigger disabled); and the
+wake-up latency (publish returned -> notification received by a listener) of both wake-up modes. --profile (needs `pip install py-spy` in the venv; not a
 project dependency) samples the producer during the enqueue and the worker (all its processes) during
 the drain, and prints the functions where most samples were taken (own time, and including callees).
 The databases doorito_bench_broker_app and doorito_bench_broker_queue on 127.0.0.1:5432 are recreated.
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PG = "postgresql://postgres@127.0.0.1:5432/"
@@ -316,6 +322,101 @@ def measure(
     }
 
 
+def producer_rates(counts: list[int], seconds: float) -> None:
+    """Enqueue/s of N concurrent producers with the NOTIFY trigger on and off, and wake-up latency."""
+    import threading
+
+    import psycopg
+
+    from common.broker import sql
+
+    url = PG + QUEUE_DB
+    with psycopg.connect(url, autocommit=True) as db:
+        queue_id = db.execute(sql.QUEUE_ID, {"name": QUEUE}).fetchone()[0]
+
+    def publish_statements(conn: psycopg.Connection, mode: str) -> Callable[[], None]:
+        if mode == "after commit":
+            conn.execute(sql.SESSION_SETUP)
+
+            def publish() -> None:
+                conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+                conn.execute(sql.WAKE, (queue_id,))
+
+            return publish
+        return lambda: conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+
+    def run(n: int, mode: str) -> float:
+        done = [0] * n
+        stop = threading.Event()
+        start = threading.Barrier(n + 1)
+
+        def produce(i: int) -> None:
+            with psycopg.connect(url, autocommit=True) as conn:
+                publish = publish_statements(conn, mode)
+                start.wait()
+                while not stop.is_set():
+                    publish()
+                    done[i] += 1
+
+        threads = [threading.Thread(target=produce, args=(i,)) for i in range(n)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        began = time.perf_counter()
+        time.sleep(seconds)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("TRUNCATE kombu_message")
+        return sum(done) / (time.perf_counter() - began)
+
+    def set_trigger(enabled: bool) -> None:
+        with psycopg.connect(url, autocommit=True) as db:
+            action = "ENABLE" if enabled else "DISABLE"
+            db.execute(f"ALTER TABLE kombu_message {action} TRIGGER kombu_message_ready_insert")
+
+    def wake_latency(mode: str, samples: int = 300) -> list[float]:
+        latencies = []
+        with psycopg.connect(url, autocommit=True) as listener, psycopg.connect(url, autocommit=True) as producer:
+            publish = publish_statements(producer, mode)
+            listener.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
+            for _ in range(samples):
+                publish()
+                published = time.perf_counter()
+                next(listener.notifies(timeout=5, stop_after=1))
+                latencies.append((time.perf_counter() - published) * 1000)
+                time.sleep(0.005)
+        return latencies
+
+    modes = ("in transaction", "after commit", "none")
+    print(f"enqueue/s by concurrent producers, {seconds:g} s each; wake-up NOTIFY in the transaction / after / none")
+    print(f"{'producers':>9} {modes[0]:>15} {modes[1]:>13} {modes[2]:>8} {'loss in tx':>11} {'loss after':>11}")
+    try:
+        for n in counts:
+            rates = {}
+            for mode in modes:
+                set_trigger(mode != "none")
+                rates[mode] = run(n, mode)
+            set_trigger(True)
+            loss = {mode: 100 * (1 - rates[mode] / rates["none"]) for mode in modes}
+            print(
+                f"{n:>9} {rates[modes[0]]:>15.0f} {rates[modes[1]]:>13.0f} {rates['none']:>8.0f} "
+                f"{loss[modes[0]]:>10.1f}% {loss[modes[1]]:>10.1f}%  (goal: loss <= 10%)",
+                flush=True,
+            )
+        for mode in modes[:2]:
+            latencies = wake_latency(mode)
+            print(
+                f"wake-up latency, NOTIFY {mode}: p50 {percentile(latencies, 0.5):.2f} ms, "
+                f"p99 {percentile(latencies, 0.99):.2f} ms (goal p99 <= 10 ms)"
+            )
+    finally:
+        set_trigger(True)
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("TRUNCATE kombu_message")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=3000)
@@ -323,6 +424,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(BROKERS), default=list(BROKERS))
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--producers", type=int, nargs="*")
+    parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
 
     for name in (APP_DB, QUEUE_DB):
@@ -339,6 +442,9 @@ def main() -> None:
     import configurations
 
     configurations.setup()
+    if args.producers:
+        producer_rates(args.producers, args.seconds)
+        return
 
     available = {
         "stock sqla": True,
