@@ -1,6 +1,7 @@
 """The Celery application. Settings load first, so tasks see a configured Django."""
 
 import os
+import sys
 
 import configurations
 from celery import Celery
@@ -12,11 +13,15 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "boot.settings")
 CONFIGURATION_DEFAULTED = "DJANGO_CONFIGURATION" not in os.environ
 os.environ.setdefault("DJANGO_CONFIGURATION", "Dev")
 
+CONFIGURATION_ERROR_EXIT_STATUS = 3
+
 try:
     configurations.setup()
 except ImproperlyConfigured as exc:
-    # One line naming the variable beats a traceback through Celery's loader.
-    raise SystemExit(f"Configuration error: {exc}") from None
+    # One line naming the variable beats a traceback through Celery's loader. Exit status 3 is
+    # gunicorn's "worker failed to boot": it halts instead of restarting the worker forever.
+    print(f"Configuration error: {exc}", file=sys.stderr)
+    raise SystemExit(CONFIGURATION_ERROR_EXIT_STATUS) from None
 
 app = Celery("doorito")
 app.config_from_object("django.conf:settings", namespace="CELERY")

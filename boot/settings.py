@@ -2,79 +2,27 @@
 
 Every tunable reads exactly one environment variable of the same name (the
 Django core ones keep their conventional DJANGO_ prefix, e.g. DJANGO_DEBUG).
-docs/configuration.md lists them all; tests/test_configuration.py proves each
+docs/configuration.md lists them all; tests/boot/test_configuration.py proves each
 one takes effect.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from typing import Any
 
 import dj_database_url
-from configurations import Configuration, values
+from configurations import Configuration
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
+from boot.env import Env, EnvBool, EnvFloat, EnvInt, EnvList, setting
+from common.broker import conf as broker_conf
+from common.monitoring import conf as monitoring_conf
+from common.outbox import conf as outbox_conf
+from portal import conf as portal_conf
+
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-class _NamedErrors:
-    """Make a malformed environment value fail with the variable's name in the message."""
-
-    def setup(self, name):
-        try:
-            return super().setup(name)
-        except ValueError as exc:
-            raise ImproperlyConfigured(f"{self.full_environ_name(name)}: {exc}") from None
-
-
-class Env(_NamedErrors, values.Value):
-    pass
-
-
-class EnvInt(_NamedErrors, values.PositiveIntegerValue):
-    pass
-
-
-class EnvFloat(_NamedErrors, values.FloatValue):
-    pass
-
-
-class EnvBool(_NamedErrors, values.BooleanValue):
-    pass
-
-
-class EnvList(_NamedErrors, values.ListValue):
-    pass
-
-
-def setting(value_class: type, default, **kwargs):
-    """A setting read from the environment variable with exactly its own name."""
-    return value_class(default, environ_prefix=None, **kwargs)
-
-
-def database_url_for(database: dict) -> str:
-    """A libpq URL (postgresql://...) for a Django DATABASES entry, keeping its OPTIONS (sslmode, options...)."""
-    credentials = quote(database.get("USER") or "", safe="")
-    if database.get("PASSWORD"):
-        credentials += ":" + quote(database["PASSWORD"], safe="")
-    options = {key: str(value) for key, value in (database.get("OPTIONS") or {}).items()}
-    host = database.get("HOST") or ""
-    if host.startswith("/"):  # a Unix socket directory goes in the query string
-        options["host"], host = host, ""
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    if database.get("PORT"):
-        host = f"{host}:{database['PORT']}"
-    # %20, not +, for spaces: libpq does not decode + in URLs.
-    query = "?" + urlencode(options, quote_via=quote) if options else ""
-    return f"postgresql://{credentials}@{host}/{quote(database['NAME'], safe='')}{query}"
-
-
-def broker_url_for(database: dict) -> str:
-    """The kombu SQLAlchemy broker URL for the same PostgreSQL database Django uses."""
-    return "sqla+postgresql+psycopg://" + database_url_for(database).removeprefix("postgresql://")
 
 
 class Base(Configuration):
@@ -96,7 +44,7 @@ class Base(Configuration):
         "django.contrib.staticfiles",
         "django_celery_results",
         "django_celery_beat",
-        "common",
+        "common.outbox",
         "common.broker",
         "common.monitoring",
         "portal",
@@ -158,15 +106,8 @@ class Base(Configuration):
         Queue("high", Exchange("high", type="direct"), routing_key="high"),
         Queue("default", Exchange("default", type="direct"), routing_key="default"),
     )
-    # Anything not listed goes to CELERY_TASK_DEFAULT_QUEUE ("default").
-    CELERY_TASK_ROUTES = {
-        "celery.backend_cleanup": {"queue": "default"},
-        "common.broker.tasks.cleanup_broker_messages_task": {"queue": "default"},
-        "portal.tasks.cleanup_expired_upload_files_task": {"queue": "default"},
-        "portal.tasks.notify_expiring_files_task": {"queue": "default"},
-        "common.tasks.deliver_outbox_events_task": {"queue": "high"},
-        "common.tasks.cleanup_delivered_outbox_events_task": {"queue": "default"},
-    }
+    # Each app's conf.py routes its own tasks; anything not routed goes to CELERY_TASK_DEFAULT_QUEUE.
+    CELERY_TASK_ROUTES: dict = {}
     CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
     CELERY_BEAT_SCHEDULE: dict = {}
 
@@ -195,77 +136,7 @@ class Base(Configuration):
     # Doorito's tasks ack after they run (at-least-once): see docs/tasks.md "Acknowledgement".
     CELERY_TASK_ACKS_LATE = True
 
-    @classmethod
-    def _check_transport_class(cls):
-        """BROKER_TRANSPORT_CLASS must import and name a kombu Transport (fail at start, not at first connect)."""
-        from kombu.transport.virtual import Transport as VirtualTransport
-        from kombu.utils.imports import symbol_by_name
-
-        path = cls.BROKER_TRANSPORT_CLASS
-        if ":" not in path:
-            raise ImproperlyConfigured(
-                f"BROKER_TRANSPORT_CLASS: a class path like common.broker.transport:Transport, got {path!r}"
-            )
-        try:
-            transport_cls = symbol_by_name(path)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ImproperlyConfigured(f"BROKER_TRANSPORT_CLASS: cannot import {path!r} ({exc})") from None
-        if not (isinstance(transport_cls, type) and issubclass(transport_cls, VirtualTransport)):
-            raise ImproperlyConfigured(f"BROKER_TRANSPORT_CLASS: {path!r} is not a kombu (virtual) Transport class")
-
-    @classmethod
-    def _setup_broker(cls):
-        """Select the broker transport for sqla+ URLs and pass it its options."""
-        # Derived, not an environment variable: /readyz checks the broker's tables through Django's
-        # connection only when the broker URL is this one; any other database is checked directly.
-        cls.BROKER_URL_OF_DEFAULT_DATABASE = broker_url_for(cls.DATABASES["default"])
-        if cls.BROKER_VISIBILITY_TIMEOUT is None:
-            cls.BROKER_VISIBILITY_TIMEOUT = cls.CELERY_TASK_TIME_LIMIT + 60
-        if cls.BROKER_VISIBILITY_TIMEOUT <= cls.CELERY_TASK_TIME_LIMIT:
-            raise ImproperlyConfigured(
-                "BROKER_VISIBILITY_TIMEOUT must exceed CELERY_TASK_TIME_LIMIT, or running tasks get delivered "
-                f"twice ({cls.BROKER_VISIBILITY_TIMEOUT} <= {cls.CELERY_TASK_TIME_LIMIT})"
-            )
-        if cls.BROKER_POLLING_INTERVAL <= 0:
-            raise ImproperlyConfigured(f"BROKER_POLLING_INTERVAL: must be > 0, got {cls.BROKER_POLLING_INTERVAL}")
-        if cls.BROKER_RESCUE_INTERVAL <= 0 or cls.BROKER_RESCUE_GRACE <= cls.BROKER_RESCUE_INTERVAL:
-            raise ImproperlyConfigured(
-                "BROKER_RESCUE_INTERVAL must be > 0 and BROKER_RESCUE_GRACE must exceed it "
-                f"({cls.BROKER_RESCUE_INTERVAL}, {cls.BROKER_RESCUE_GRACE})"
-            )
-        if cls.BROKER_RESCUE_AFTER_RESTART < 0:
-            raise ImproperlyConfigured(
-                f"BROKER_RESCUE_AFTER_RESTART: must be >= 0, got {cls.BROKER_RESCUE_AFTER_RESTART}"
-            )
-        for name in ("BROKER_CLAIM_BATCH", "BROKER_CLEANUP_INTERVAL"):
-            if getattr(cls, name) < 1:
-                raise ImproperlyConfigured(f"{name}: must be >= 1, got {getattr(cls, name)}")
-        cls._check_transport_class()
-        if cls.CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy+")):
-            import kombu.transport
-
-            # The URL keeps kombu's sqla+ form; the alias decides which class serves it.
-            kombu.transport.TRANSPORT_ALIASES["sqla"] = cls.BROKER_TRANSPORT_CLASS
-            kombu.transport.TRANSPORT_ALIASES["sqlalchemy"] = cls.BROKER_TRANSPORT_CLASS
-            if cls.BROKER_TRANSPORT_CLASS == "common.broker.transport:Transport":
-                cls.CELERY_BROKER_TRANSPORT_OPTIONS = {
-                    "visibility_timeout": cls.BROKER_VISIBILITY_TIMEOUT,
-                    "polling_interval": cls.BROKER_POLLING_INTERVAL,
-                    "claim_batch": cls.BROKER_CLAIM_BATCH,
-                    "rescue_interval": cls.BROKER_RESCUE_INTERVAL,
-                    "rescue_grace": cls.BROKER_RESCUE_GRACE,
-                    "restart_grace": cls.BROKER_RESCUE_AFTER_RESTART,
-                }
-        cls.CELERY_BEAT_SCHEDULE = {
-            **cls.CELERY_BEAT_SCHEDULE,
-            "broker-cleanup": {
-                "task": "common.broker.tasks.cleanup_broker_messages_task",
-                "schedule": float(cls.BROKER_CLEANUP_INTERVAL),
-                "options": {"queue": "default"},
-            },
-        }
-
-    # --- Outbox and webhooks (common) ----------------------------------------
+    # --- Outbox and webhooks (common.outbox) ----------------------------------------
     # Seconds to wait before retry n (after attempt n); after the last one the delivery is `failed`.
     OUTBOX_RETRY_SCHEDULE = setting(EnvList, ["5", "300", "1800", "7200", "18000", "36000", "36000"])
     OUTBOX_RETRY_JITTER = setting(EnvFloat, 0.2)  # each delay is scaled by a random factor in [1-j, 1+j]
@@ -285,67 +156,6 @@ class Base(Configuration):
     WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = setting(EnvInt, 24 * 3600)
     # CIDRs exempt from the SSRF guard (loopback, private, link-local... are refused otherwise).
     WEBHOOK_ALLOWED_NETWORKS = setting(EnvList, [])
-
-    @classmethod
-    def _setup_outbox(cls) -> None:
-        """Validate the outbox settings and add its beat entries."""
-        import ipaddress
-
-        try:
-            cls.OUTBOX_RETRY_SCHEDULE = [int(step) for step in cls.OUTBOX_RETRY_SCHEDULE]
-            if not cls.OUTBOX_RETRY_SCHEDULE or min(cls.OUTBOX_RETRY_SCHEDULE) < 1:
-                raise ValueError("need at least one step, each >= 1")
-        except ValueError as exc:
-            raise ImproperlyConfigured(f"OUTBOX_RETRY_SCHEDULE: seconds, e.g. 5,300,1800: {exc}") from None
-        for network in cls.WEBHOOK_ALLOWED_NETWORKS:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError as exc:
-                raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
-        if cls.OUTBOX_CLAIM_ROUNDS < 1:
-            raise ImproperlyConfigured(f"OUTBOX_CLAIM_ROUNDS: must be at least 1, got {cls.OUTBOX_CLAIM_ROUNDS}")
-        if not 0 <= cls.OUTBOX_RETRY_JITTER < 1:
-            raise ImproperlyConfigured(f"OUTBOX_RETRY_JITTER: must be in [0, 1), got {cls.OUTBOX_RETRY_JITTER}")
-        # EnvInt accepts 0, which would stall delivery silently (batch) or fail every run (pool size).
-        for name in (
-            "OUTBOX_BATCH_SIZE",
-            "OUTBOX_DELIVERY_CONCURRENCY",
-            "OUTBOX_SWEEP_INTERVAL_SECONDS",
-            "OUTBOX_CLEANUP_INTERVAL_SECONDS",
-        ):
-            if getattr(cls, name) < 1:
-                raise ImproperlyConfigured(f"{name}: must be at least 1, got {getattr(cls, name)}")
-        for name in ("WEBHOOK_CONNECT_TIMEOUT", "WEBHOOK_READ_TIMEOUT"):
-            if not 0 < getattr(cls, name) < float("inf"):  # also refuses nan
-                raise ImproperlyConfigured(f"{name}: seconds, must be positive and finite, got {getattr(cls, name)}")
-        # deliver_outbox_events_task stops claiming connect + read + 5 s before its soft limit.
-        attempt = cls.WEBHOOK_CONNECT_TIMEOUT + cls.WEBHOOK_READ_TIMEOUT + 5
-        if attempt >= cls.OUTBOX_DELIVER_SOFT_TIME_LIMIT:
-            raise ImproperlyConfigured(
-                "OUTBOX_DELIVER_SOFT_TIME_LIMIT must exceed WEBHOOK_CONNECT_TIMEOUT + WEBHOOK_READ_TIMEOUT + 5 "
-                f"so one attempt fits ({cls.OUTBOX_DELIVER_SOFT_TIME_LIMIT} <= {attempt:g})"
-            )
-        # One attempt (DNS, connect, send, read) is cut off at connect + read timeout; the lease must
-        # outlast it with at least a second to record it, or a second dispatcher could send it too.
-        if cls.OUTBOX_LEASE_SECONDS < cls.WEBHOOK_CONNECT_TIMEOUT + cls.WEBHOOK_READ_TIMEOUT + 1:
-            raise ImproperlyConfigured(
-                "OUTBOX_LEASE_SECONDS must be at least WEBHOOK_CONNECT_TIMEOUT + WEBHOOK_READ_TIMEOUT + 1 "
-                "(an attempt's total deadline plus a second to record it) "
-                f"({cls.OUTBOX_LEASE_SECONDS} < {cls.WEBHOOK_CONNECT_TIMEOUT} + {cls.WEBHOOK_READ_TIMEOUT} + 1)"
-            )
-        cls.CELERY_BEAT_SCHEDULE = {
-            **cls.CELERY_BEAT_SCHEDULE,
-            "outbox-sweep": {
-                "task": "common.tasks.deliver_outbox_events_task",
-                "schedule": float(cls.OUTBOX_SWEEP_INTERVAL_SECONDS),
-                "options": {"queue": "high"},
-            },
-            "outbox-cleanup": {
-                "task": "common.tasks.cleanup_delivered_outbox_events_task",
-                "schedule": float(cls.OUTBOX_CLEANUP_INTERVAL_SECONDS),
-                "options": {"queue": "default"},
-            },
-        }
 
     # --- Portal uploads (portal) ---------------------------------------------
     # Uploads live under MEDIA_ROOT/uploads, which no URL serves: downloads go through the API.
@@ -368,40 +178,6 @@ class Base(Configuration):
     CLEANUP_UPLOADS_INTERVAL_HOURS = setting(EnvInt, 6)
     CLEANUP_UPLOADS_BATCH_SIZE = setting(EnvInt, 1000)
 
-    @classmethod
-    def _setup_portal(cls):
-        """Validate the portal settings, define its storages and add its beat entries."""
-        from celery.schedules import crontab
-
-        if not 1 <= cls.CLEANUP_UPLOADS_INTERVAL_HOURS <= 24:
-            raise ImproperlyConfigured("CLEANUP_UPLOADS_INTERVAL_HOURS must be between 1 and 24")
-        if cls.FILE_UPLOAD_TTL_HOURS > cls.FILE_UPLOAD_MAX_TTL_HOURS:
-            raise ImproperlyConfigured("FILE_UPLOAD_TTL_HOURS must not exceed FILE_UPLOAD_MAX_TTL_HOURS")
-        media_root = Path(cls.MEDIA_ROOT)
-        if not cls.FILE_UPLOAD_STAGING_DIR:
-            cls.FILE_UPLOAD_STAGING_DIR = str(media_root / "incoming")
-        cls.STORAGES = {
-            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-            # No base_url: nothing links to these files directly.
-            "uploads": {
-                "BACKEND": "django.core.files.storage.FileSystemStorage",
-                "OPTIONS": {"location": str(media_root / "uploads"), "base_url": None},
-            },
-        }
-        cls.CELERY_BEAT_SCHEDULE = {
-            **cls.CELERY_BEAT_SCHEDULE,
-            # crontab, not an interval: runs land on 00/06/12/18 UTC whenever beat restarts.
-            "portal-cleanup-expired-uploads": {
-                "task": "portal.tasks.cleanup_expired_upload_files_task",
-                "schedule": crontab(minute="0", hour=f"*/{cls.CLEANUP_UPLOADS_INTERVAL_HOURS}"),
-            },
-            "portal-notify-expiring-files": {
-                "task": "portal.tasks.notify_expiring_files_task",
-                "schedule": float(cls.FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES * 60),
-            },
-        }
-
     # --- Operations (common.monitoring) --------------------------------------
     # A standby beat takes over at most this many seconds after the leader dies (even by kill -9
     # or a vanished host: the leader's lock session uses TCP keepalives scaled to this).
@@ -416,31 +192,6 @@ class Base(Configuration):
     RESULT_CLEANUP_INTERVAL = setting(EnvInt, 3600)  # seconds between beat-scheduled celery.backend_cleanup
     RESULT_CLEANUP_BATCH_SIZE = setting(EnvInt, 1000)  # results deleted per transaction
 
-    @classmethod
-    def _setup_operations(cls) -> None:
-        """Validate the operations settings, pick the log format and schedule batched result cleanup."""
-        if cls.LOG_FORMAT not in ("text", "json"):
-            raise ImproperlyConfigured(f'LOG_FORMAT: must be "text" or "json", got {cls.LOG_FORMAT!r}')
-        if cls.BEAT_TAKEOVER_TIMEOUT < 3:
-            raise ImproperlyConfigured(
-                f"BEAT_TAKEOVER_TIMEOUT: must be at least 3 seconds, got {cls.BEAT_TAKEOVER_TIMEOUT}"
-            )
-        if cls.LOG_FORMAT == "json":
-            cls.LOGGING = {
-                **cls.LOGGING,
-                "formatters": {"plain": {"()": "common.monitoring.json_log_formatter.JsonLogFormatter"}},
-            }
-        cls.CELERY_BEAT_SCHEDULE = {
-            **cls.CELERY_BEAT_SCHEDULE,
-            # Same name as django-celery-beat's default entry, so this interval replaces its daily crontab:
-            # frequent small cleanups keep every batch short.
-            "celery.backend_cleanup": {
-                "task": "celery.backend_cleanup",
-                "schedule": float(cls.RESULT_CLEANUP_INTERVAL),
-                "options": {"queue": "default", "expire_seconds": cls.RESULT_CLEANUP_INTERVAL},
-            },
-        }
-
     LOGGING = {
         "version": 1,
         "disable_existing_loggers": False,
@@ -450,18 +201,17 @@ class Base(Configuration):
     }
 
     @classmethod
-    def setup(cls):
+    def setup(cls) -> None:
         super().setup()
         for variable, setting_name in cls.REQUIRED_VARIABLES.items():
             if not getattr(cls, setting_name):
                 raise ImproperlyConfigured(f"{variable} must be set in the {cls.__name__} configuration")
         cls.DATABASES = {"default": cls._database()}
-        cls._setup_outbox()
-        if not cls.CELERY_BROKER_URL:
-            cls.CELERY_BROKER_URL = broker_url_for(cls.DATABASES["default"])
-        cls._setup_broker()
-        cls._setup_portal()
-        cls._setup_operations()
+        # Each app owns its settings' invariants, beat entries and task routes.
+        outbox_conf.configure(cls)
+        broker_conf.configure(cls)
+        portal_conf.configure(cls)
+        monitoring_conf.configure(cls)
         if cls.CELERY_TASK_SOFT_TIME_LIMIT >= cls.CELERY_TASK_TIME_LIMIT:
             raise ImproperlyConfigured(
                 "CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT "
@@ -472,7 +222,7 @@ class Base(Configuration):
     REQUIRED_VARIABLES: dict = {}
 
     @classmethod
-    def _database(cls) -> dict:
+    def _database(cls) -> dict[str, Any]:
         url = cls.DATABASE_URL
         if not url:
             from common.embedded_postgres import EmbeddedPostgres
@@ -486,7 +236,7 @@ class Base(Configuration):
             raise ImproperlyConfigured(
                 f"DATABASE_URL: must be a PostgreSQL URL such as postgresql://user@host:5432/db, got {url!r}"
             )
-        return config
+        return dict(config)
 
 
 class Dev(Base):

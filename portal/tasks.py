@@ -1,12 +1,12 @@
 """Celery tasks of the portal. Thin wrappers: the logic lives in portal.services.lifecycle."""
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from portal.services.lifecycle import cleanup_expired_uploads, notify_expiring_files
 
 
 @shared_task(name="portal.tasks.cleanup_expired_upload_files_task", bind=True)
-def cleanup_expired_upload_files_task(self) -> dict:
+def cleanup_expired_upload_files_task(self: Task) -> dict[str, int]:
     """Remove up to CLEANUP_UPLOADS_BATCH_SIZE expired or stuck uploads; re-enqueue while more remain."""
     result = cleanup_expired_uploads()
     if result["remaining"] and result["deleted"]:

@@ -9,9 +9,9 @@ from django.db import connection
 from kombu.transport.sqlalchemy import Channel as SqlaChannel
 
 from boot.celery import app as celery_app
-from boot.settings import broker_url_for, database_url_for
 from common import embedded_postgres
 from common.broker.transport import dispose_engines as dispose_broker_engines
+from common.database_urls import broker_url_for, database_url_for
 from common.embedded_postgres import EmbeddedPostgres
 from tests.processes import ManagedProcess, celery_command, process_env
 

@@ -64,11 +64,11 @@ def main() -> None:
     import requests
     from django.conf import settings
 
-    from common.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
-    from common.services.delivery import deliver_due
-    from common.services.endpoints import create_endpoint
-    from common.services.outbox import emit_event
-    from common.services.signing import envelope_body
+    from common.outbox.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
+    from common.outbox.services.delivery.dispatcher import deliver_due
+    from common.outbox.services.emit import emit_event
+    from common.outbox.services.endpoints import create_endpoint
+    from common.outbox.services.signing import envelope_body
     from tests.outbox.emitting import emit_many
     from tests.outbox.receiver import Receiver
     from tests.processes import ManagedProcess, celery_command, process_env

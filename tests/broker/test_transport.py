@@ -26,7 +26,7 @@ from common.broker.services.cleanup import cleanup_broker_messages
 from common.broker.services.inspection import queue_stats, stale_row_count
 from common.broker.services.transactional import enqueue_in_transaction
 from common.broker.tasks import cleanup_broker_messages_task
-from common.broker.transport import Transport
+from common.broker.transport import Transport, dispose_engines
 from tests.broker.conftest import message_rows
 from tests.broker.tasks import record
 
@@ -89,6 +89,8 @@ def rows(where: str = "TRUE") -> list[tuple]:
 
 
 def test_transport_options_reach_only_their_owners(connect):
+    # Engines are shared per process and URL: drop one an earlier test's publish opened with default options.
+    dispose_engines()
     conn = connect(polling_interval=0.2, visibility_timeout=30, claim_batch=2, pool_size=3)
     publish(conn, {"n": 1})
     assert conn.transport.polling_interval == 0.2

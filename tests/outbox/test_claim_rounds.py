@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from common.models import DeliveryAttempt, WebhookDelivery
-from common.services.delivery import deliver_due, latest_start
-from common.services.endpoints import create_endpoint
+from common.outbox.models import DeliveryAttempt, WebhookDelivery
+from common.outbox.services.delivery.dispatcher import deliver_due, latest_start
+from common.outbox.services.endpoints import create_endpoint
 from tests.outbox.emitting import emit_many
 
 pytestmark = pytest.mark.django_db

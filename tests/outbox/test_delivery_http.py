@@ -11,23 +11,13 @@ import pytest
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from common.models import DeliveryAttempt, WebhookDelivery, WebhookEndpoint
-from common.services.delivery import deliver_due
-from common.services.endpoints import create_endpoint, rotate_secret
-from common.services.outbox import emit_event
-from common.services.replay import replay_deliveries
+from common.outbox.models import DeliveryAttempt, WebhookDelivery, WebhookEndpoint
+from common.outbox.services.delivery.dispatcher import deliver_due
+from common.outbox.services.endpoints import create_endpoint, rotate_secret
+from common.outbox.services.replay import replay_deliveries
+from tests.outbox.emitting import emit
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
-
-
-def emit(key="k", event_type="file.stored", payload=None):
-    return emit_event(
-        event_type=event_type,
-        aggregate_type="upload",
-        aggregate_id="7",
-        payload=payload or {"name": "report.pdf", "size": 12},
-        idempotency_key=key,
-    )
 
 
 def drain_until(predicate, timeout=15.0):

@@ -8,9 +8,9 @@ from collections import Counter
 
 import pytest
 
-from common.models import DeliveryAttempt, WebhookDelivery
-from common.services.delivery import deliver_due
-from common.services.endpoints import create_endpoint
+from common.outbox.models import DeliveryAttempt, WebhookDelivery
+from common.outbox.services.delivery.dispatcher import deliver_due
+from common.outbox.services.endpoints import create_endpoint
 from tests.outbox.emitting import emit_many
 from tests.processes import PROJECT_DIR
 

@@ -8,42 +8,39 @@ import pytest
 from django.db import connection, transaction
 from django_celery_results.models import TaskResult
 
-from common.models import WebhookDelivery
-from common.services.endpoints import create_endpoint
-from common.services.outbox import emit_event
+from common.outbox.models import WebhookDelivery
+from common.outbox.services.endpoints import create_endpoint
+from tests.outbox.emitting import emit
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def emit(key: str):
-    with transaction.atomic():
-        return emit_event(
-            event_type="file.stored",
-            aggregate_type="upload",
-            aggregate_id="1",
-            payload={"k": key},
-            idempotency_key=key,
-        )
 
 
 def test_committed_event_reaches_the_receiver_through_a_worker_on_the_high_queue(receiver, start_worker):
     create_endpoint(url=receiver.plan("/hook", [200]))
     start_worker(queues="high")  # only `high`: the nudge must be routed there
 
-    event = emit("e2e")
+    with transaction.atomic():  # the nudge is written in the emitting transaction
+        event = emit("e2e")
 
     wait_until(lambda: receiver.received("/hook"), 60, "the webhook")
     assert receiver.received("/hook")[0]["headers"]["webhook-id"] == event.webhook_id
     wait_until(lambda: WebhookDelivery.objects.filter(status="delivered").exists(), 10, "the delivery row")
-    result = TaskResult.objects.filter(task_name="common.tasks.deliver_outbox_events_task", status="SUCCESS").first()
-    assert result is not None
+    # The result is stored when the task returns, a moment after the delivery row is written.
+    result = wait_until(
+        lambda: TaskResult.objects.filter(
+            task_name="common.tasks.deliver_outbox_events_task", status="SUCCESS"
+        ).first(),
+        10,
+        "the task's result",
+    )
     assert set(__import__("json").loads(result.result)) == {"processed", "delivered", "failed", "remaining"}
 
 
 def test_lost_nudge_is_delivered_by_the_beat_sweep(receiver, start_worker, start_beat):
     create_endpoint(url=receiver.plan("/hook", [200]))
-    emit("lost")  # committed while no worker runs: the nudge waits in the broker...
+    with transaction.atomic():
+        emit("lost")  # committed while no worker runs: the nudge waits in the broker...
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE kombu_message")  # ...and is lost
     time.sleep(1)

@@ -7,11 +7,11 @@ import socket
 
 import pytest
 
-from common.models import DeliveryAttempt, WebhookDelivery
-from common.services.delivery import deliver_due
-from common.services.endpoints import create_endpoint
-from common.services.network_guard import BlockedDestinationError, check_url, refusal_reason
-from common.services.outbox import emit_event
+from common.outbox.models import DeliveryAttempt, WebhookDelivery
+from common.outbox.services.delivery.dispatcher import deliver_due
+from common.outbox.services.endpoints import create_endpoint
+from common.outbox.services.network_guard import BlockedDestinationError, check_url, refusal_reason
+from tests.outbox.emitting import emit
 
 pytestmark = pytest.mark.django_db
 
@@ -61,15 +61,11 @@ def test_endpoint_with_a_literal_internal_address_is_refused_at_creation(no_allo
         create_endpoint(url="http://169.254.169.254/latest/meta-data/")
 
 
-def emit_one():
-    emit_event(event_type="file.stored", aggregate_type="upload", aggregate_id="1", payload={}, idempotency_key="k")
-
-
 def test_hostname_resolving_to_loopback_is_refused_at_connect_with_the_reason_logged(no_allowlist, receiver):
     # "localhost" is a name, so creation passes; the real resolver answers 127.0.0.1 at connect time.
     url = receiver.plan("/ok", [200]).replace("127.0.0.1", "localhost")
     endpoint = create_endpoint(url=url)
-    emit_one()
+    emit("k", aggregate_id="1", payload={})
     deliver_due(limit=10, time_budget=5)
     assert receiver.received() == []
     attempt = DeliveryAttempt.objects.get(delivery__endpoint=endpoint)
@@ -91,7 +87,7 @@ def test_dns_rebinding_is_caught_at_connect_time(no_allowlist, monkeypatch):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
-    emit_one()
+    emit("k", aggregate_id="1", payload={})
     deliver_due(limit=10, time_budget=5)
     delivery = WebhookDelivery.objects.get(endpoint=endpoint)
     assert delivery.status == "pending" and "10.0.0.7, a private address" in delivery.last_error
@@ -100,5 +96,5 @@ def test_dns_rebinding_is_caught_at_connect_time(no_allowlist, monkeypatch):
 def test_loopback_receiver_works_when_allowed(receiver):
     # Test (and Dev) allow 127.0.0.0/8 by default so local receivers work.
     create_endpoint(url=receiver.plan("/ok", [200]))
-    emit_one()
+    emit("k", aggregate_id="1", payload={})
     assert deliver_due(limit=10, time_budget=5)["delivered"] == 1

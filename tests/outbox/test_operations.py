@@ -10,18 +10,14 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from common.models import DeliveryAttempt, OutboxEvent, WebhookDelivery, WebhookEndpoint
-from common.services.delivery import deliver_due
-from common.services.endpoints import create_endpoint, disable_endpoint
-from common.services.outbox import emit_event
-from common.services.outbox_health import get_outbox_health
-from common.tasks import cleanup_delivered_outbox_events_task
+from common.outbox.models import DeliveryAttempt, OutboxEvent, WebhookDelivery, WebhookEndpoint
+from common.outbox.services.delivery.dispatcher import deliver_due
+from common.outbox.services.endpoints import create_endpoint, disable_endpoint
+from common.outbox.services.health import get_outbox_health
+from common.outbox.tasks import cleanup_delivered_outbox_events_task
+from tests.outbox.emitting import emit
 
 pytestmark = pytest.mark.django_db
-
-
-def emit(key: str, event_type: str = "file.stored") -> OutboxEvent:
-    return emit_event(event_type=event_type, aggregate_type="upload", aggregate_id="1", payload={}, idempotency_key=key)
 
 
 def test_health_counts_statuses_oldest_pending_and_failing_endpoints():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.db import connection, transaction
 
-from common.models import WebhookDelivery
-from common.services.endpoints import create_endpoint
-from common.services.outbox import emit_event
+from common.outbox.models import WebhookDelivery
+from common.outbox.services.emit import emit_event
+from common.outbox.services.endpoints import create_endpoint
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
-from common.models import OutboxEvent
+from common.outbox.models import OutboxEvent
 from portal.services.tokens import create_api_token
 
 

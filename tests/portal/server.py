@@ -37,7 +37,7 @@ def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **e
         try:
             if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
                 return proc, base
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still booting
             pass
         if proc.popen.poll() is not None or time.monotonic() > deadline:
             proc.stop()

@@ -11,7 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
-from common.models import OutboxEvent
+from common.outbox.models import OutboxEvent
 from portal.models import UploadFile
 from portal.services import lifecycle
 from portal.services.errors import UploadRejected

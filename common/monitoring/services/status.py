@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
+from common.broker.services.inspection import queue_stats
 from common.monitoring.models import BeatInstance, WorkerHeartbeat
+from common.outbox.services.health import get_outbox_health
 
 logger = logging.getLogger(__name__)
 
 
-def _age(moment, now) -> float | None:
+def _age(moment: datetime | None, now: datetime) -> float | None:
     return None if moment is None else round((now - moment).total_seconds(), 1)
 
 
-def worker_states(*, now=None) -> list[dict]:
+def worker_states(*, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every known worker, each marked alive, stale (no heartbeat for WORKER_STALE_AFTER) or stopped."""
     now = now or timezone.now()
     stale_after = timedelta(seconds=settings.WORKER_STALE_AFTER)
@@ -46,7 +49,7 @@ def worker_states(*, now=None) -> list[dict]:
     return workers
 
 
-def beat_state(*, now=None) -> dict:
+def beat_state(*, now: datetime | None = None) -> dict[str, Any]:
     """The beat leader (if one ticked within BEAT_STALE_AFTER), the standbys, and "ok" / "stale" / "missing"."""
     now = now or timezone.now()
     fresh = now - timedelta(seconds=settings.BEAT_STALE_AFTER)
@@ -76,10 +79,6 @@ def beat_state(*, now=None) -> dict:
 
 def _queue_stats() -> dict:
     try:
-        from common.broker.services.inspection import queue_stats
-    except ImportError as exc:
-        return {"available": False, "error": f"queue inspection not installed: {exc}", "queues": []}
-    try:
         return {"available": True, "queues": queue_stats()}
     except Exception as exc:  # a status screen reports what it cannot read instead of failing
         return {"available": False, "error": f"{type(exc).__name__}: {exc}", "queues": []}
@@ -87,16 +86,12 @@ def _queue_stats() -> dict:
 
 def _outbox_health() -> dict:
     try:
-        from common.services.outbox_health import get_outbox_health
-    except ImportError as exc:
-        return {"available": False, "error": f"outbox health not installed: {exc}"}
-    try:
         return {"available": True, **get_outbox_health()}
     except Exception as exc:  # a status screen reports what it cannot read instead of failing
         return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def task_outcomes(*, since) -> dict:
+def task_outcomes(*, since: datetime) -> dict[str, int]:
     """Count of task results per state whose date_done is after `since` (django-celery-results)."""
     rows = TaskResult.objects.filter(date_done__gte=since).values("status").annotate(n=Count("id"))
     counts = {row["status"]: row["n"] for row in rows}
@@ -187,7 +182,7 @@ def background_health() -> dict:
     now = timezone.now()
     alive = [w["hostname"] for w in worker_states(now=now) if w["state"] == "alive"]
     beat = beat_state(now=now)
-    workers = {"ok": bool(alive), "alive": len(alive)}
+    workers: dict[str, Any] = {"ok": bool(alive), "alive": len(alive)}
     if not alive:
         workers["error"] = "no live worker"
     beat_check = {"ok": beat["state"] == "ok", "state": beat["state"]}
