@@ -18,8 +18,9 @@ one publish per transaction, the transport's own statements, for --seconds each)
 wake-up NOTIFY in the publishing transaction (the insert trigger: stock producers, and this transport
 before migration 0005), after the commit (this transport now), and none (trigger disabled); and the
 wake-up latency (publish returned -> notification received by a listener) of both wake-up modes.
---profile (needs `pip install py-spy` in the venv; not a project dependency) samples the producer during the enqueue and the worker (all its processes) during
-the drain, and prints the functions where most samples were taken (own time, and including callees).
+--profile (needs `pip install py-spy` in the venv; not a project dependency) samples the producer during
+the enqueue and the worker (all its processes) during the drain, and prints the functions where most
+samples were taken (own time, and including callees).
 The databases doorito_bench_broker_app and doorito_bench_broker_queue on 127.0.0.1:5432 are recreated.
 """
 
