@@ -6,6 +6,8 @@ autocommit psycopg connection outside Django, and is the hot path of every task.
 
 Row states of kombu_message (columns visible, version, claimer_pid):
 
+- scheduled:  NOT visible, version = -2: an ETA/countdown message waiting for its time (timestamp = due, UTC);
+              the rescue pass makes it ready when due. Never claimed, renewed or expired before that.
 - ready:      visible, version >= 0 (1 when published by either transport); claimer_pid NULL.
 - claimed:    NOT visible, version = -1, claimer_pid > 0: held by the consumer whose database backend is
               (claimer_pid, claimer_started); its lease (timestamp) is renewed while it holds it.
@@ -28,6 +30,13 @@ NOTIFY_CHANNEL = "kombu_message_ready"
 INSERT_MESSAGE = (
     "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
     "VALUES (nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, %s)"
+)
+
+# -> scheduled: a message with a future ETA waits in the table, not in a worker's memory (no trigger fires:
+# it is not visible).
+INSERT_SCHEDULED = (
+    "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
+    "VALUES (nextval('message_id_sequence'), false, %s, %s, -2, %s)"
 )
 
 # ready -> claimed, recording the claiming backend. The ARRAY() sub-select runs once (an InitPlan), then
@@ -83,7 +92,9 @@ WAKE = "SELECT kombu_message_wake(%s)"
 # - orphaned: claimed rows of other processes whose backend is gone become orphaned (timestamp = now);
 #   not while the server itself has just started, when every claimer is reconnecting;
 # - rescued: rows orphaned longer than the grace become ready (the restore trigger wakes consumers);
-# - and the task ids of pending broker_cancel marks (normally none), so the worker skips them.
+# - due: scheduled rows whose time has come become ready (the restore trigger wakes consumers);
+# - and the task ids of pending broker_cancel marks (normally none), so the worker skips them, and the
+#   seconds until the next scheduled row is due (NULL if none), so the pass can run again right then.
 # A data-modifying CTE sees the snapshot from before the others ran: the four sets are disjoint by state.
 RESCUE = (
     "WITH reowned AS (UPDATE kombu_message SET claimer_pid = %(pid)s, claimer_started = %(started)s, "
@@ -99,9 +110,13 @@ RESCUE = (
     "rescued AS (UPDATE kombu_message SET visible = true, version = 1, claimer_pid = NULL, claimer_started = NULL "
     "WHERE NOT visible AND version = -1 AND claimer_pid = 0 AND NOT (id = ANY(%(held)s)) "
     "AND NOT (id = ANY(%(acks)s)) AND timestamp < now() AT TIME ZONE 'UTC' - make_interval(secs => %(grace)s) "
-    "RETURNING id) "
-    "SELECT (SELECT count(*) FROM acked), (SELECT count(*) FROM rescued), "
-    "ARRAY(SELECT task_id FROM broker_cancelled_task WHERE skipped_at IS NULL)"
+    "RETURNING id), "
+    "due AS (UPDATE kombu_message SET visible = true, version = 1 WHERE NOT visible AND version = -2 "
+    "AND timestamp <= now() AT TIME ZONE 'UTC' RETURNING id) "
+    "SELECT (SELECT count(*) FROM acked), (SELECT count(*) FROM rescued) + (SELECT count(*) FROM due), "
+    "ARRAY(SELECT task_id FROM broker_cancelled_task WHERE skipped_at IS NULL), "
+    "(SELECT extract(epoch FROM min(timestamp) - now() AT TIME ZONE 'UTC') FROM kombu_message "
+    "WHERE NOT visible AND version = -2 AND timestamp > now() AT TIME ZONE 'UTC')"
 )
 
 QUEUE_ID = (

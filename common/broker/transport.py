@@ -47,6 +47,8 @@ from common.broker.options import TransportOptions
 logger = logging.getLogger(__name__)
 
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+# An ETA closer than this is delivered at once (Celery waits out the rest): not worth a scheduled row.
+SCHEDULE_MARGIN = datetime.timedelta(seconds=0.5)
 
 # Set by common.broker.services.transactional: publish through this Django cursor instead.
 transaction_cursor: contextvars.ContextVar = contextvars.ContextVar("doorito_broker_transaction_cursor", default=None)
@@ -268,15 +270,22 @@ class Channel(stock.Channel):
     def _put(self, queue: str, message: dict, **kwargs: Any) -> None:
         payload = dumps(message)
         queue_id = self._queue_id(queue)
+        due = scheduled_for(message)
+        statement, params = (
+            (sql.INSERT_MESSAGE, (payload, queue_id))
+            if due is None
+            else (sql.INSERT_SCHEDULED, (due, payload, queue_id))
+        )
         cursor = transaction_cursor.get()
         try:
             if cursor is not None:
-                cursor.execute(sql.INSERT_MESSAGE, (payload, queue_id))
+                cursor.execute(statement, params)
                 transaction_publishes.set(transaction_publishes.get(0) + 1)
             else:
                 # An INSERT whose reply was lost may have committed: never retry it blindly.
-                self._run(sql.INSERT_MESSAGE, (payload, queue_id), retry=False)
-                self._wake_consumers(queue_id)
+                self._run(statement, params, retry=False)
+                if due is None:
+                    self._wake_consumers(queue_id)
         except psycopg.errors.ForeignKeyViolation:
             _queue_ids.pop((self._url, queue), None)
             raise
@@ -429,16 +438,31 @@ def _held_by_process() -> tuple[list[int], list[int]]:
     return held, acks
 
 
-def _rescue_pass(channel: Channel, options: TransportOptions) -> int:
-    """Re-own this process's rows, retry deferred acks, rescue dead claimers' rows; returns how many were rescued."""
+def scheduled_for(message: dict) -> datetime.datetime | None:
+    """The UTC time (naive, like kombu_message.timestamp) a Celery message with a future ETA is due; else None."""
+    eta = (message.get("headers") or {}).get("eta")
+    if not eta:
+        return None
+    try:
+        due = datetime.datetime.fromisoformat(eta)
+    except (TypeError, ValueError):
+        return None  # not ours to judge: Celery reads it again when the message arrives
+    if due.tzinfo is not None:
+        due = due.astimezone(datetime.UTC).replace(tzinfo=None)
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    return due if due > now + SCHEDULE_MARGIN else None
+
+
+def _rescue_pass(channel: Channel, options: TransportOptions) -> tuple[int, float | None]:
+    """Re-own, retry deferred acks, rescue dead claimers' rows, make due ones ready; (rows made ready, next due s)."""
     held, acks = _held_by_process()
     params = {"held": held, "acks": acks, "grace": options.rescue_grace, "restart_grace": options.restart_grace}
-    [(_acked, rescued, marks)] = channel._run_as_claimer(sql.RESCUE, params)
+    [(_acked, ready, marks, next_due)] = channel._run_as_claimer(sql.RESCUE, params)
     for owner in list(_channels):
         owner._pending_acks.difference_update(acks)
     if marks:
         _announce_cancelled(set(marks))
-    return rescued
+    return ready, None if next_due is None else float(next_due)
 
 
 class Transport(stock.Transport):
@@ -564,13 +588,18 @@ class Transport(stock.Transport):
         self._keeper.start()
 
     def _keep(self) -> None:
-        """Each rescue interval: the rescue pass; every min(visibility timeout / 4, 30 s): renew leases, expire."""
+        """Rescue passes each rescue interval (or sooner, when a scheduled message is due); leases every
+        min(visibility timeout / 4, 30 s)."""
         next_maintenance = 0.0
-        while not self._keeper_stop.wait(self.options.rescue_interval):
+        pause = self.options.rescue_interval
+        while not self._keeper_stop.wait(pause):
             if os.getpid() != self._pid:
                 return
+            pause = self.options.rescue_interval
             try:
-                self._rescue()
+                next_due = self._rescue()
+                if next_due is not None:
+                    pause = min(pause, max(0.0, next_due))
                 if monotonic() >= next_maintenance:
                     self._maintain()
                     next_maintenance = monotonic() + min(self.options.visibility_timeout / 4, 30.0)
@@ -604,12 +633,16 @@ class Transport(stock.Transport):
         open_channels = [c for c in self.channels if not c.closed]
         return next((c for c in open_channels if c._consumers), next(iter(open_channels), None))
 
-    def _rescue(self) -> None:
-        """Run the rescue pass (see common.broker.sql.RESCUE); wake our own claims if it made rows ready."""
+    def _rescue(self) -> float | None:
+        """Run the rescue pass (see common.broker.sql.RESCUE); returns seconds until the next scheduled message."""
         channel = self._consuming_channel()
-        if channel is not None and _rescue_pass(channel, self.options):
+        if channel is None:
+            return None
+        ready, next_due = _rescue_pass(channel, self.options)
+        if ready:  # wake our own claims too (the restore trigger's NOTIFY wakes everyone else)
             self.known_empty.clear()
             self.wake()
+        return next_due
 
     def _maintain(self) -> None:
         """Renew the leases this process holds, and make expired leases (dead consumers) visible again."""
