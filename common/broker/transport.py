@@ -106,8 +106,8 @@ def _forget_engines_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_engines_after_fork)
 
 
-# Every channel of this process, closed ones included: a closed channel still holds the rows of tasks
-# that run on and ack late. The rescue pass re-owns and acks for all of them.
+# Every channel of this process, closed ones included: the rescue pass re-owns the rows of the open ones and
+# retries the acks that failed with the connection on any of them (a closed channel still takes late acks).
 _channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
