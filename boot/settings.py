@@ -150,6 +150,14 @@ class Base(Configuration):
     BROKER_POLLING_INTERVAL = setting(EnvFloat, 5.0)
     # Most messages one claim round trip takes (never more than the worker's free prefetch slots).
     BROKER_CLAIM_BATCH = setting(EnvInt, 4)
+    # Seconds between a worker's rescue passes: each returns the messages of consumers whose database
+    # session is gone (a killed worker) and picks up broker_cancel marks.
+    BROKER_RESCUE_INTERVAL = setting(EnvFloat, 1.0)
+    # Seconds a dead consumer's message waits before it is ready again (a live one re-owns its messages
+    # within one rescue interval after a reconnect): must exceed BROKER_RESCUE_INTERVAL.
+    BROKER_RESCUE_GRACE = setting(EnvFloat, 2.0)
+    # Seconds after PostgreSQL starts during which no message is rescued: every worker is reconnecting.
+    BROKER_RESCUE_AFTER_RESTART = setting(EnvFloat, 30.0)
     # Seconds between runs of common.broker.tasks.cleanup_broker_messages_task.
     BROKER_CLEANUP_INTERVAL = setting(EnvInt, 3600)
     # Doorito's tasks ack after they run (at-least-once): see docs/tasks.md "Acknowledgement".

@@ -10,7 +10,6 @@ from kombu.transport.virtual import Transport as VirtualTransport
 from kombu.utils.imports import symbol_by_name
 
 from common.app_conf import add_beat_entries, require_at_least, route_tasks
-from common.broker.cancel_check import skip_if_cancelled
 from common.database_urls import broker_url_for
 
 OUR_TRANSPORT = "common.broker.transport:Transport"
@@ -46,6 +45,16 @@ def configure(config: Any) -> None:
         )
     if config.BROKER_POLLING_INTERVAL <= 0:
         raise ImproperlyConfigured(f"BROKER_POLLING_INTERVAL: must be > 0, got {config.BROKER_POLLING_INTERVAL}")
+    if config.BROKER_RESCUE_INTERVAL <= 0 or config.BROKER_RESCUE_GRACE <= config.BROKER_RESCUE_INTERVAL:
+        # A live worker re-owns its messages once per rescue interval; a shorter grace would run its tasks twice.
+        raise ImproperlyConfigured(
+            "BROKER_RESCUE_INTERVAL must be > 0 and BROKER_RESCUE_GRACE must exceed it "
+            f"({config.BROKER_RESCUE_INTERVAL}, {config.BROKER_RESCUE_GRACE})"
+        )
+    if config.BROKER_RESCUE_AFTER_RESTART < 0:
+        raise ImproperlyConfigured(
+            f"BROKER_RESCUE_AFTER_RESTART: must be >= 0, got {config.BROKER_RESCUE_AFTER_RESTART}"
+        )
     require_at_least(config, names=("BROKER_CLAIM_BATCH", "BROKER_CLEANUP_INTERVAL"), minimum=1)
     _check_transport_class(config.BROKER_TRANSPORT_CLASS)
     if config.CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy+")):
@@ -57,13 +66,11 @@ def configure(config: Any) -> None:
                 "visibility_timeout": config.BROKER_VISIBILITY_TIMEOUT,
                 "polling_interval": config.BROKER_POLLING_INTERVAL,
                 "claim_batch": config.BROKER_CLAIM_BATCH,
+                "rescue_interval": config.BROKER_RESCUE_INTERVAL,
+                "rescue_grace": config.BROKER_RESCUE_GRACE,
+                "restart_grace": config.BROKER_RESCUE_AFTER_RESTART,
             }
-        # broker_cancel marks tasks a worker already claimed; every task checks the mark before it starts.
-        existing = getattr(config, "CELERY_TASK_ANNOTATIONS", None)
-        config.CELERY_TASK_ANNOTATIONS = [
-            {"*": {"before_start": skip_if_cancelled}},
-            *([existing] if isinstance(existing, dict) else (existing or [])),
-        ]
+        # broker_cancel marks reach workers through the transport (common.broker.cancel_check): no per-task hook.
     route_tasks(config, queues=TASK_QUEUES)
     add_beat_entries(
         config,

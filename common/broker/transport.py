@@ -2,33 +2,36 @@
 
 Same tables (kombu_queue, kombu_message) and URL form (sqla+postgresql+psycopg://)
 as the stock transport, so stock producers and consumers interoperate. What
-changes is how rows move:
+changes is how rows move (the statements and row states are in common.broker.sql):
 
 - publish: one INSERT with a cached queue id; a trigger NOTIFYs listeners;
 - claim: one UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING round trip, which
-  marks rows in flight (visible = false, version = -1, timestamp = claim time);
+  marks rows in flight and records the claiming database backend;
 - ack: DELETE the row, so the table holds only ready and in-flight messages;
-- crash: in-flight rows whose lease (timestamp) is older than the visibility
-  timeout become visible again; live consumers renew the leases they hold.
-
-version = -1 marks rows claimed by this transport. The stock transport never
-deletes what it consumed and leaves those rows invisible with version >= 1,
-so they are never mistaken for a crashed consumer's messages.
+- crash: every consuming process runs a rescue pass each second; rows whose
+  claiming backend no longer exists (the process died, so PostgreSQL closed its
+  session) are ready again within seconds. Rows whose lease (timestamp) is older
+  than the visibility timeout come back too: the fallback for what no signal reveals;
+- broker_cancel: pending marks reach the worker in the claim and the rescue pass
+  (see common.broker.cancel_check); no task pays a query for them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import logging
 import os
 import select
 import threading
+import weakref
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from json import dumps, loads
 from queue import Empty
 from time import monotonic
+from typing import Any
 
 import psycopg
 from kombu.transport import sqlalchemy as stock
@@ -38,88 +41,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import sessionmaker
 
+from common.broker import sql
+from common.broker.options import TransportOptions
+
 logger = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "kombu_message_ready"
-QUEUE_TABLE = "kombu_queue"
-MESSAGE_TABLE = "kombu_message"
-
-# Options this transport reads itself (or kombu/Celery read); they never reach create_engine.
-OWN_OPTIONS = frozenset({"polling_interval", "visibility_timeout", "claim_batch"})
-KOMBU_OPTIONS = frozenset(
-    {
-        "queue_tablename",
-        "message_tablename",
-        "callback",
-        "errback",
-        "max_retries",
-        "interval_start",
-        "interval_step",
-        "interval_max",
-        "retry_errors",
-        "confirm_publish",
-    }
-)
-# Keyword arguments sqlalchemy.create_engine() accepts; anything else is a configuration error.
-ENGINE_OPTIONS = frozenset(
-    {
-        "connect_args",
-        "creator",
-        "echo",
-        "echo_pool",
-        "enable_from_linting",
-        "execution_options",
-        "hide_parameters",
-        "insertmanyvalues_page_size",
-        "isolation_level",
-        "json_deserializer",
-        "json_serializer",
-        "label_length",
-        "logging_name",
-        "max_identifier_length",
-        "max_overflow",
-        "plugins",
-        "pool",
-        "poolclass",
-        "pool_logging_name",
-        "pool_pre_ping",
-        "pool_recycle",
-        "pool_reset_on_return",
-        "pool_size",
-        "pool_timeout",
-        "pool_use_lifo",
-        "query_cache_size",
-        "use_insertmanyvalues",
-    }
-)
-
-INSERT_MESSAGE = (
-    "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
-    "VALUES (nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, %s)"
-)
-# The ARRAY() sub-select runs once (an InitPlan), then the UPDATE touches exactly the locked rows.
-CLAIM = (
-    "UPDATE kombu_message SET visible = false, version = -1, timestamp = now() AT TIME ZONE 'UTC' "
-    "WHERE id = ANY(ARRAY(SELECT id FROM kombu_message WHERE queue_id = %s AND visible "
-    "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)) RETURNING id, payload"
-)
-DELETE_ROW = "DELETE FROM kombu_message WHERE id = %s"
-RESTORE_ROWS = (
-    "UPDATE kombu_message SET visible = true, version = 1 WHERE id = ANY(%s) AND NOT visible AND version = -1"
-)
-RENEW_LEASES = (
-    "UPDATE kombu_message SET timestamp = now() AT TIME ZONE 'UTC' WHERE id = ANY(%s) AND NOT visible AND version = -1"
-)
-RESTORE_EXPIRED = (
-    "UPDATE kombu_message SET visible = true, version = 1 WHERE NOT visible AND version = -1 "
-    "AND timestamp < now() AT TIME ZONE 'UTC' - make_interval(secs => %s)"
-)
-QUEUE_ID = (
-    "WITH found AS (SELECT id FROM kombu_queue WHERE name = %(name)s), "
-    "created AS (INSERT INTO kombu_queue (id, name) SELECT nextval('queue_id_sequence'), %(name)s "
-    "WHERE NOT EXISTS (SELECT 1 FROM found) ON CONFLICT (name) DO NOTHING RETURNING id) "
-    "SELECT id FROM found UNION ALL SELECT id FROM created"
-)
+CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+# An ETA closer than this is delivered at once (Celery waits out the rest): not worth a scheduled row.
+SCHEDULE_MARGIN = datetime.timedelta(seconds=0.5)
 
 # Set by common.broker.services.transactional: publish through this Django cursor instead.
 transaction_cursor: contextvars.ContextVar = contextvars.ContextVar("doorito_broker_transaction_cursor", default=None)
@@ -127,36 +56,9 @@ transaction_cursor: contextvars.ContextVar = contextvars.ContextVar("doorito_bro
 transaction_publishes: contextvars.ContextVar = contextvars.ContextVar("doorito_broker_transaction_publishes")
 
 
-@dataclass(frozen=True)
-class TransportOptions:
-    """The transport's own options, validated; and the engine options to pass through."""
-
-    polling_interval: float
-    visibility_timeout: float
-    claim_batch: int
-    engine_options: dict
-
-    @classmethod
-    def parse(cls, options: dict) -> TransportOptions:
-        for name in ("queue_tablename", "message_tablename"):
-            expected = QUEUE_TABLE if name == "queue_tablename" else MESSAGE_TABLE
-            if options.get(name, expected) != expected:
-                raise ValueError(f"broker transport option {name}: this transport uses the migrated {expected} table")
-        unknown = set(options) - OWN_OPTIONS - KOMBU_OPTIONS - ENGINE_OPTIONS
-        if unknown:
-            raise ValueError(f"unknown broker transport option(s): {', '.join(sorted(unknown))}")
-        parsed = cls(
-            polling_interval=float(options.get("polling_interval", 5.0)),
-            visibility_timeout=float(options.get("visibility_timeout", 360.0)),
-            claim_batch=int(options.get("claim_batch", 4)),
-            engine_options={k: v for k, v in options.items() if k in ENGINE_OPTIONS},
-        )
-        if parsed.polling_interval <= 0 or parsed.visibility_timeout <= 0 or parsed.claim_batch < 1:
-            raise ValueError(
-                "broker transport options: polling_interval and visibility_timeout must be > 0, claim_batch >= 1"
-            )
-        return parsed
-
+# Called (in the consuming process) with the task ids of pending broker_cancel marks, before any of those
+# tasks' messages is delivered: common.broker.cancel_check registers Celery's revoke here.
+cancel_listeners: list[Callable[[set[str]], None]] = []
 
 # One engine per (process, URL): a forked child never touches its parent's pooled sockets.
 _engines: dict[tuple[int, str], Engine] = {}
@@ -204,21 +106,34 @@ def _forget_engines_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_engines_after_fork)
 
 
+# Every channel of this process, closed ones included: the rescue pass re-owns the rows of the open ones and
+# retries the acks that failed with the connection on any of them (a closed channel still takes late acks).
+_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+
+
+def _announce_cancelled(task_ids: set[str]) -> None:
+    for listener in list(cancel_listeners):
+        try:
+            listener(task_ids)
+        except Exception:  # a listener's bug must not stop consuming
+            logger.exception("broker.cancel_listener_failed", extra={"event": "broker.cancel_listener_failed"})
+
+
 class QoS(virtual.QoS):
     """Unacked messages stay rows in the table: restoring is an UPDATE, never a re-publish or a dump file."""
 
-    def reject(self, delivery_tag, requeue=False):
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         # Channel.basic_reject already requeued or deleted the row.
         self._quick_ack(delivery_tag)
 
-    def restore_unacked(self):
+    def restore_unacked(self) -> list:
         self._flush()
         tags = list(self._delivered)
         self._delivered.clear()
         self.channel._restore_tags(tags)
         return []
 
-    def restore_unacked_once(self, stderr=None):
+    def restore_unacked_once(self, stderr: Any = None) -> None:
         self._on_collect.cancel()
         self._flush()
         state = self._delivered
@@ -235,22 +150,27 @@ class Channel(stock.Channel):
 
     QoS = QoS
 
-    def __init__(self, connection, **kwargs):
+    def __init__(self, connection: Any, **kwargs: Any) -> None:
         self.options = TransportOptions.parse(connection.client.transport_options)
         # Kept here: kombu unsets channel.connection at close, and a late ack still needs the database.
         self._url = connection.client.hostname
         self._pid = os.getpid()
-        self._dbapi = None
+        self._dbapi: Any = None
+        # (pid, backend_start) of this channel's database session: recorded with each claim.
+        self._backend: tuple[int, datetime.datetime] | None = None
         self._db_lock = threading.RLock()
-        self._row_ids: dict[str, int] = {}  # delivery tag -> kombu_message.id, for ack/reject
+        self._row_ids: dict[str, int] = {}  # delivery tag -> kombu_message.id this process holds (claimed)
+        self._released: dict[str, int] = {}  # restored rows a late ack still deletes (the task ran after all)
+        self._pending_acks: set[int] = set()  # rows whose DELETE failed with the connection: the rescue pass retries
         self._buffers: dict[str, deque] = {}  # queue -> claimed rows not yet delivered
         super().__init__(connection, **kwargs)
+        _channels.add(self)
 
     # --- connection handling -------------------------------------------------
-    def _engine_from_config(self):
+    def _engine_from_config(self) -> Engine:
         return engine_for(self._url, self.options.engine_options)
 
-    def _open(self):
+    def _open(self) -> tuple[Engine, Any]:
         # The stock _open also runs metadata.create_all; our schema comes from a Django migration.
         engine = self._engine_from_config()
         return engine, sessionmaker(bind=engine)
@@ -260,16 +180,24 @@ class Channel(stock.Channel):
             self._forget_parent_state()
         if self._dbapi is None:
             fairy = self._engine_from_config().raw_connection()
-            fairy.driver_connection.autocommit = True
-            self._dbapi = fairy
+            driver = fairy.driver_connection
+            driver.autocommit = True
+            try:
+                pid, started, _ = driver.execute(sql.SESSION_SETUP).fetchone()
+            except Exception:
+                fairy.invalidate()
+                raise
+            self._dbapi, self._backend = fairy, (pid, started)
         return self._dbapi.driver_connection
 
     def _forget_parent_state(self) -> None:
         """In a forked child: drop the parent's connection and rows unused (the parent still owns both)."""
         if self._dbapi is not None:
             _inherited.append(self._dbapi)
-        self._dbapi = None
+        self._dbapi = self._backend = None
         self._row_ids.clear()
+        self._released.clear()
+        self._pending_acks.clear()
         self._buffers.clear()
         self._pid = os.getpid()
 
@@ -284,17 +212,33 @@ class Channel(stock.Channel):
                 fairy.driver_connection.autocommit = False
                 fairy.close()
 
-    def _run(self, sql: str, params=(), *, fetch: bool = False, retry: bool = True):
+    def _run(self, statement: str, params: Any = (), *, fetch: bool = False, retry: bool = True) -> Any:
         """Run one autocommit statement; after a lost connection, retry once on a fresh one if `retry`."""
         for attempt in (1, 2):
             with self._db_lock:
                 try:
-                    cursor = self._connection().execute(sql, params)
+                    cursor = self._connection().execute(statement, params)
                     return cursor.fetchall() if fetch else cursor.rowcount
-                except (psycopg.OperationalError, psycopg.InterfaceError):
+                except CONNECTION_ERRORS:
                     self._drop_connection(broken=True)
                     if attempt == 2 or not retry:
                         raise
+        raise AssertionError("unreachable")
+
+    def _run_as_claimer(self, statement: str, params: dict[str, Any]) -> list[tuple]:
+        """Run `statement` with this session's identity as %(pid)s/%(started)s; retried once on a new session."""
+        for attempt in (1, 2):
+            with self._db_lock:
+                try:
+                    connection = self._connection()
+                    assert self._backend is not None
+                    pid, started = self._backend
+                    return connection.execute(statement, {**params, "pid": pid, "started": started}).fetchall()
+                except CONNECTION_ERRORS:
+                    self._drop_connection(broken=True)
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
 
     # --- queues ----------------------------------------------------------------
     def _queue_id(self, queue: str) -> int:
@@ -302,7 +246,7 @@ class Channel(stock.Channel):
         queue_id = _queue_ids.get(key)
         if queue_id is None:
             for _ in range(3):  # a concurrent creator may win the ON CONFLICT race; then read its row
-                rows = self._run(QUEUE_ID, {"name": queue}, fetch=True)
+                rows = self._run(sql.QUEUE_ID, {"name": queue}, fetch=True)
                 if rows:
                     queue_id = _queue_ids[key] = rows[0][0]
                     break
@@ -310,99 +254,145 @@ class Channel(stock.Channel):
                 raise RuntimeError(f"could not create or find broker queue {queue!r}")
         return queue_id
 
-    def _get_or_create(self, queue):
+    def _get_or_create(self, queue: str) -> int:
         return self._queue_id(queue)
 
-    def _new_queue(self, queue, **kwargs):
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
         self._queue_id(queue)
 
-    def _size(self, queue):
-        sql = "SELECT count(*) FROM kombu_message WHERE queue_id = %s AND visible"
-        return self._run(sql, (self._queue_id(queue),), fetch=True)[0][0]
+    def _size(self, queue: str) -> int:
+        return self._run(sql.QUEUE_SIZE, (self._queue_id(queue),), fetch=True)[0][0]
 
-    def _purge(self, queue):
-        # Only ready messages: in-flight ones belong to running consumers.
-        return self._run("DELETE FROM kombu_message WHERE queue_id = %s AND visible", (self._queue_id(queue),))
+    def _purge(self, queue: str) -> int:
+        return self._run(sql.PURGE_QUEUE, (self._queue_id(queue),))
 
     # --- publish -------------------------------------------------------------------
-    def _put(self, queue, message, **kwargs):
+    def _put(self, queue: str, message: dict, **kwargs: Any) -> None:
         payload = dumps(message)
         queue_id = self._queue_id(queue)
+        due = scheduled_for(message)
+        statement, params = (
+            (sql.INSERT_MESSAGE, (payload, queue_id))
+            if due is None
+            else (sql.INSERT_SCHEDULED, (due, payload, queue_id))
+        )
         cursor = transaction_cursor.get()
         try:
             if cursor is not None:
-                cursor.execute(INSERT_MESSAGE, (payload, queue_id))
+                cursor.execute(statement, params)
                 transaction_publishes.set(transaction_publishes.get(0) + 1)
             else:
                 # An INSERT whose reply was lost may have committed: never retry it blindly.
-                self._run(INSERT_MESSAGE, (payload, queue_id), retry=False)
+                self._run(statement, params, retry=False)
+                if due is None:
+                    self._wake_consumers(queue_id)
         except psycopg.errors.ForeignKeyViolation:
             _queue_ids.pop((self._url, queue), None)
             raise
 
+    def _wake_consumers(self, queue_id: int) -> None:
+        """Notify consumers of a committed publish; if that fails, they find it at their next poll."""
+        try:
+            self._run(sql.WAKE, (queue_id,), retry=False)
+        except psycopg.Error as exc:  # the message is committed: the publish succeeded
+            logger.info("broker.wake_failed", extra={"event": "broker.wake_failed", "error": str(exc)})
+
     # --- consume -------------------------------------------------------------------
-    def _get(self, queue):
+    def _get(self, queue: str) -> dict:
         buffer = self._buffers.setdefault(queue, deque())
         if not buffer:
             queue_id = self._queue_id(queue)
             transport = self.connection
             if queue_id in transport.known_empty:
                 raise Empty()
-            rows = self._run(CLAIM, (queue_id, self._claim_size()), fetch=True)
+            rows = self._claim(queue_id)
             if not rows:
                 transport.known_empty.add(queue_id)
                 raise Empty()
-            buffer.extend(sorted(rows))
+            buffer.extend(rows)
         row_id, payload = buffer.popleft()
         message = loads(payload)
         self._row_ids[message["properties"]["delivery_tag"]] = row_id
         return message
 
+    def _claim(self, queue_id: int) -> list[tuple[int, str]]:
+        """Claim a batch (oldest first); tell the cancel listeners about marked tasks before any is delivered."""
+        rows = self._run_as_claimer(sql.CLAIM, {"queue": queue_id, "limit": self._claim_size()})
+        cancelled = {loads(payload)["headers"]["id"] for _, payload, marked in rows if marked}
+        if cancelled:
+            _announce_cancelled(cancelled)
+        return sorted((row_id, payload) for row_id, payload, _ in rows)
+
     def _claim_size(self) -> int:
         room = self.qos.can_consume_max_estimate() if self._qos is not None else None
         return max(1, min(self.options.claim_batch, room or self.options.claim_batch))
 
-    def basic_ack(self, delivery_tag, multiple=False):
-        row_id = self._row_ids.pop(delivery_tag, None)
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        row_id = self._row_ids.get(delivery_tag, self._released.get(delivery_tag))
         if row_id is not None:
-            self._run(DELETE_ROW, (row_id,))
+            self._delete_or_defer(row_id)
+            self._row_ids.pop(delivery_tag, None)
+            self._released.pop(delivery_tag, None)
             if self.closed:
                 # A late ack after a reconnect still deletes the row (no second run), then lets go of the connection.
                 self._drop_connection(broken=False)
         super().basic_ack(delivery_tag, multiple=multiple)
         self._wake_consumer()
 
-    def basic_reject(self, delivery_tag, requeue=False):
-        row_id = self._row_ids.pop(delivery_tag, None)
+    def _delete_or_defer(self, row_id: int) -> None:
+        """Delete an acked row; if the database cannot be reached, the rescue pass deletes it after reconnecting."""
+        try:
+            self._run(sql.DELETE_ROWS, ([row_id],))
+        except CONNECTION_ERRORS as exc:
+            # Still held (re-owned by the rescue pass), so nobody runs it again meanwhile.
+            self._pending_acks.add(row_id)
+            logger.warning(
+                "broker.ack_deferred", extra={"event": "broker.ack_deferred", "row": row_id, "error": str(exc)}
+            )
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        row_id = self._row_ids.pop(delivery_tag, self._released.pop(delivery_tag, None))
         if row_id is not None:
-            if requeue:
-                self._run(RESTORE_ROWS, ([row_id],))
+            if not requeue:
+                self._delete_or_defer(row_id)
             else:
-                self._run(DELETE_ROW, (row_id,))
+                # If the database cannot be reached, the row is no longer held: the rescue pass requeues it.
+                self._restore_ids([row_id])
         super().basic_reject(delivery_tag, requeue=requeue)
         self._wake_consumer()
 
-    def basic_cancel(self, consumer_tag):
+    def basic_cancel(self, consumer_tag: str) -> None:
         queue = self._tag_to_queue.get(consumer_tag)
         super().basic_cancel(consumer_tag)
         if queue is not None:
             self._restore_buffer(queue)
 
-    def _wake_consumer(self):
+    def _wake_consumer(self) -> None:
         transport = self.connection
         if transport is not None:
             transport.wake()
 
     def in_flight_ids(self) -> list[int]:
-        """Rows this channel holds: delivered but unacked, and claimed but not yet delivered."""
-        ids = list(self._row_ids.values())
+        """Rows this open channel holds: delivered but unacked, claimed not yet delivered, acks not yet done."""
+        if os.getpid() != self._pid:
+            return []
+        if self.closed:
+            # Closing restored (or tried to restore) what it held; a row it could not restore is rescued
+            # like a dead consumer's. A later ack of a task that ran on still deletes its row.
+            return list(self._pending_acks)
+        ids = [*self._row_ids.values(), *self._pending_acks]
         for buffer in list(self._buffers.values()):
             ids.extend(row_id for row_id, _ in list(buffer))
         return ids
 
-    def _restore_tags(self, tags) -> None:
-        ids = [self._row_ids[tag] for tag in tags if tag in self._row_ids]
-        self._restore_ids(ids)
+    def pending_acks(self) -> list[int]:
+        """Rows acked while the database could not be reached (not yet deleted)."""
+        return list(self._pending_acks) if os.getpid() == self._pid else []
+
+    def _restore_tags(self, tags: Iterable[str]) -> None:
+        restored = {tag: self._row_ids.pop(tag) for tag in tags if tag in self._row_ids}
+        self._released.update(restored)
+        self._restore_ids(list(restored.values()))
 
     def _restore_buffer(self, queue: str) -> None:
         buffer = self._buffers.pop(queue, None)
@@ -413,14 +403,16 @@ class Channel(stock.Channel):
         if not ids or os.getpid() != self._pid:
             return
         try:
-            self._run(RESTORE_ROWS, (ids,))
-        except Exception as exc:  # the database is gone: the rows come back after the visibility timeout
+            self._run(sql.RESTORE_ROWS, (ids,))
+        except Exception as exc:
+            # The database is gone, and with it the claiming session: no longer held by anyone, the rows are
+            # rescued (or expire) like a dead consumer's.
             logger.warning(
                 "broker.restore_deferred",
                 extra={"event": "broker.restore_deferred", "rows": len(ids), "error": str(exc)},
             )
 
-    def close(self):
+    def close(self) -> None:
         if os.getpid() != self._pid:
             # Inherited across fork: the parent owns these sockets and rows.
             self._forget_parent_state()
@@ -434,8 +426,47 @@ class Channel(stock.Channel):
             self._drop_connection(broken=False)
 
 
+def _held_by_process() -> tuple[list[int], list[int]]:
+    """(rows this process holds, rows it acked while the database was unreachable), over all its channels."""
+    pid = os.getpid()
+    held: list[int] = []
+    acks: list[int] = []
+    for owner in [c for c in list(_channels) if c._pid == pid]:
+        pending = owner.pending_acks()
+        acks.extend(pending)
+        held.extend(row_id for row_id in owner.in_flight_ids() if row_id not in pending)
+    return held, acks
+
+
+def scheduled_for(message: dict) -> datetime.datetime | None:
+    """The UTC time (naive, like kombu_message.timestamp) a Celery message with a future ETA is due; else None."""
+    eta = (message.get("headers") or {}).get("eta")
+    if not eta:
+        return None
+    try:
+        due = datetime.datetime.fromisoformat(eta)
+    except (TypeError, ValueError):
+        return None  # not ours to judge: Celery reads it again when the message arrives
+    if due.tzinfo is not None:
+        due = due.astimezone(datetime.UTC).replace(tzinfo=None)
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+    return due if due > now + SCHEDULE_MARGIN else None
+
+
+def _rescue_pass(channel: Channel, options: TransportOptions) -> tuple[int, float | None]:
+    """Re-own, retry deferred acks, rescue dead claimers' rows, make due ones ready; (rows made ready, next due s)."""
+    held, acks = _held_by_process()
+    params = {"held": held, "acks": acks, "grace": options.rescue_grace, "restart_grace": options.restart_grace}
+    [(_acked, ready, marks, next_due)] = channel._run_as_claimer(sql.RESCUE, params)
+    for owner in list(_channels):
+        owner._pending_acks.difference_update(acks)
+    if marks:
+        _announce_cancelled(set(marks))
+    return ready, None if next_due is None else float(next_due)
+
+
 class Transport(stock.Transport):
-    """Consumes with LISTEN/NOTIFY wake-ups; polls only as a slow fallback."""
+    """Consumes with LISTEN/NOTIFY wake-ups; polls only as a slow fallback; rescues dead consumers' rows."""
 
     Channel = Channel
     polling_interval = 5.0
@@ -443,19 +474,22 @@ class Transport(stock.Transport):
     channel_errors = ()
     driver_name = "doorito-postgresql"
 
-    def __init__(self, client, **kwargs):
+    def __init__(self, client: Any, **kwargs: Any) -> None:
         self.options = TransportOptions.parse(client.transport_options)
         super().__init__(client, **kwargs)
         self.polling_interval = self.options.polling_interval
         self._pid = os.getpid()
         self.known_empty: set[int] = set()
-        self._listener = None
+        self._listener: psycopg.Connection | None = None
         # A self-pipe lets an ack (from any thread) interrupt the wait; made when consuming starts.
         self._wake_read = self._wake_write = -1
         self._next_poll = 0.0
-        self._next_maintenance = 0.0
+        # Rescue passes and lease renewals run in a thread: Celery's main thread blocks in the pool's
+        # apply_async whenever every child is busy, for as long as a task runs.
+        self._keeper: threading.Thread | None = None
+        self._keeper_stop = threading.Event()
 
-    def establish_connection(self):
+    def establish_connection(self) -> Any:
         # Prove the database answers, so Celery's connection retry (with backoff) sees a real failure.
         result = super().establish_connection()
         self._avail_channels[-1]._run("SELECT 1")
@@ -469,6 +503,7 @@ class Transport(stock.Transport):
 
     def _forget_parent_state(self) -> None:
         """In a forked child: leave the parent's LISTEN connection alone and make our own wake pipe."""
+        self._keeper = None  # the parent's thread does not exist here
         if self._listener is not None:
             _inherited.append(self._listener)
         self._listener = None
@@ -481,7 +516,7 @@ class Transport(stock.Transport):
         self.known_empty.clear()
         self._pid = os.getpid()
 
-    def _listen(self):
+    def _listen(self) -> psycopg.Connection:
         if os.getpid() != self._pid:
             self._forget_parent_state()
         if self._wake_read < 0:
@@ -494,7 +529,7 @@ class Transport(stock.Transport):
             fairy.detach()  # a long-lived LISTEN connection does not count against the pool
             connection.autocommit = True
             try:
-                connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                connection.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
             except Exception:
                 connection.close()
                 raise
@@ -502,13 +537,14 @@ class Transport(stock.Transport):
             self.known_empty.clear()  # anything may have arrived while we were not listening
         return self._listener
 
-    def _drop_listener(self):
+    def _drop_listener(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None and os.getpid() == self._pid:
             with contextlib.suppress(Exception):
                 listener.close()
 
-    def close_connection(self, connection):
+    def close_connection(self, connection: Any) -> None:
+        self._keeper_stop.set()
         super().close_connection(connection)
         self._drop_listener()
         if os.getpid() == self._pid and self._wake_write >= 0:
@@ -518,14 +554,15 @@ class Transport(stock.Transport):
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
-    def drain_events(self, connection, timeout=None):
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
         deadline = None if timeout is None else monotonic() + timeout
-        listener = self._listen()
+        self._listen()  # first: in a forked child it forgets the parent's state, keeper included
+        self._start_keeper()
         while True:
+            # A lost LISTEN session is replaced here; only if that fails too does Celery see a connection error
+            # (and restart its consumer, which gives back the prefetched messages).
+            listener = self._listen()
             now = monotonic()
-            if now >= self._next_maintenance:
-                self._maintain()
-                self._next_maintenance = now + min(self.options.visibility_timeout / 4, 30.0)
             if now >= self._next_poll:
                 self.known_empty.clear()
                 self._next_poll = now + self.polling_interval
@@ -534,12 +571,40 @@ class Transport(stock.Transport):
                 return
             except Empty:
                 pass
-            wait_until = min(self._next_poll, self._next_maintenance)
+            wait_until = self._next_poll
             if deadline is not None:
                 if now >= deadline:
                     raise TimeoutError()
                 wait_until = min(wait_until, deadline)
             self._wait(listener, max(0.0, wait_until - monotonic()))
+
+    def _start_keeper(self) -> None:
+        """Start this consuming process's keeper thread (once; again in a forked child that consumes)."""
+        if self._keeper is not None and self._keeper.is_alive():
+            return
+        if self._keeper_stop.is_set():
+            return  # closed
+        self._keeper = threading.Thread(target=self._keep, name="doorito-broker-keeper", daemon=True)
+        self._keeper.start()
+
+    def _keep(self) -> None:
+        """Rescue passes each rescue interval (or sooner, when a scheduled message is due); leases every
+        min(visibility timeout / 4, 30 s)."""
+        next_maintenance = 0.0
+        pause = self.options.rescue_interval
+        while not self._keeper_stop.wait(pause):
+            if os.getpid() != self._pid:
+                return
+            pause = self.options.rescue_interval
+            try:
+                next_due = self._rescue()
+                if next_due is not None:
+                    pause = min(pause, max(0.0, next_due))
+                if monotonic() >= next_maintenance:
+                    self._maintain()
+                    next_maintenance = monotonic() + min(self.options.visibility_timeout / 4, 30.0)
+            except Exception as exc:  # the database is away: the next pass tries again
+                logger.warning("broker.rescue_failed", extra={"event": "broker.rescue_failed", "error": str(exc)})
 
     def _wait(self, listener: psycopg.Connection, seconds: float) -> None:
         """Sleep until a NOTIFY for one of our queues, a wake-up, or `seconds` pass."""
@@ -552,23 +617,41 @@ class Transport(stock.Transport):
         if pgconn.socket in readable:
             try:
                 pgconn.consume_input()
+                lost = pgconn.status != psycopg.pq.ConnStatus.OK
             except psycopg.OperationalError:
-                self._drop_listener()
-                raise
-            if pgconn.status != psycopg.pq.ConnStatus.OK:
-                self._drop_listener()
-                raise psycopg.OperationalError("broker: the LISTEN connection was closed by the server")
+                lost = True
+            if lost:
+                logger.warning("broker.listener_lost", extra={"event": "broker.listener_lost"})
+                self._drop_listener()  # the next _listen() replaces it (and forgets known_empty)
+                return
             while (notify := pgconn.notifies()) is not None:
                 with contextlib.suppress(ValueError):
                     self.known_empty.discard(int(notify.extra))
 
+    def _consuming_channel(self) -> Channel | None:
+        """The open channel that claims (so its session is the claimer the rescue pass keeps current)."""
+        open_channels = [c for c in self.channels if not c.closed]
+        return next((c for c in open_channels if c._consumers), next(iter(open_channels), None))
+
+    def _rescue(self) -> float | None:
+        """Run the rescue pass (see common.broker.sql.RESCUE); returns seconds until the next scheduled message."""
+        channel = self._consuming_channel()
+        if channel is None:
+            return None
+        ready, next_due = _rescue_pass(channel, self.options)
+        if ready:  # wake our own claims too (the restore trigger's NOTIFY wakes everyone else)
+            self.known_empty.clear()
+            self.wake()
+        return next_due
+
     def _maintain(self) -> None:
         """Renew the leases this process holds, and make expired leases (dead consumers) visible again."""
-        channel = next((c for c in self.channels if not c.closed), None)
+        channel = self._consuming_channel()
         if channel is None:
             return
-        held = [row_id for c in list(self.channels) for row_id in c.in_flight_ids()]
+        held, _acks = _held_by_process()
         if held:
-            channel._run(RENEW_LEASES, (held,))
-        if channel._run(RESTORE_EXPIRED, (self.options.visibility_timeout,)):
+            channel._run(sql.RENEW_LEASES, (held,))
+        if channel._run(sql.RESTORE_EXPIRED, (self.options.visibility_timeout,)):
             self.known_empty.clear()
+            self.wake()

@@ -12,6 +12,15 @@ project's settings (acks_late, prefetch multiplier 4) and a no-op task:
   (a database of its own, so app traffic is not counted), or Redis commands processed; RabbitMQ pushes;
 - rows left: kombu_message rows after the drain (PostgreSQL brokers).
 Redis (127.0.0.1:6379 db 15) and RabbitMQ (127.0.0.1:5672, guest) are skipped when unreachable.
+--concurrency sets the worker's pool size (-c).
+--producers 1 8 32 instead measures the enqueue rate of that many concurrent producer connections (each
+one publish per transaction, the transport's own statements, for --seconds each) in three modes: the
+wake-up NOTIFY in the publishing transaction (the insert trigger: stock producers, and this transport
+before migration 0005), after the commit (this transport now), and none (trigger disabled); and the
+wake-up latency (publish returned -> notification received by a listener) of both wake-up modes.
+--profile (needs `pip install py-spy` in the venv; not a project dependency) samples the producer during
+the enqueue and the worker (all its processes) during the drain, and prints the functions where most
+samples were taken (own time, and including callees).
 The databases doorito_bench_broker_app and doorito_bench_broker_queue on 127.0.0.1:5432 are recreated.
 """
 
@@ -26,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PG = "postgresql://postgres@127.0.0.1:5432/"
@@ -80,11 +90,11 @@ def base_env(**extra: str) -> dict:
 
 
 class Worker:
-    def __init__(self, env: dict, log_dir: Path, name: str) -> None:
+    def __init__(self, env: dict, log_dir: Path, name: str, concurrency: int = 2) -> None:
         self.log = log_dir / f"{name.replace(' ', '_')}.log"
         args = [str(Path(sys.executable).parent / "celery"), "-A", "boot", "worker", "-I",
-                "tests.benchmarks.broker_tasks", "-Q", QUEUE, "-c", "2", "-n", f"bench-{time.time_ns()}@%h",
-                "--loglevel", "WARNING"]  # fmt: skip
+                "tests.benchmarks.broker_tasks", "-Q", QUEUE, "-c", str(concurrency),
+                "-n", f"bench-{time.time_ns()}@%h", "--loglevel", "WARNING"]  # fmt: skip
         self._file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(args, env=env, stdout=self._file, stderr=subprocess.STDOUT,
                                       start_new_session=True, cwd=log_dir)  # fmt: skip
@@ -186,7 +196,53 @@ def producer_connection(name: str):
     return conn
 
 
-def measure(name: str, messages: int, latency_messages: int, log_dir: Path) -> dict:
+class Profiler:
+    """py-spy sampling one process (and its children) into a raw (collapsed stacks) file."""
+
+    def __init__(self, pid: int, path: Path, *, subprocesses: bool) -> None:
+        self.path = path
+        args = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw",
+                "--rate", "200", "--nonblocking", "--output", str(path)]  # fmt: skip
+        self.popen = subprocess.Popen([*args, *(["--subprocesses"] if subprocesses else [])],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def stop(self) -> None:
+        self.popen.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+        self.popen.wait(timeout=60)
+
+
+def top_frames(path: Path, count: int = 12) -> list[str]:
+    """The frames with most samples in a py-spy raw file: own time and including callees, in % of samples."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = [frame for frame in stack.split(";") if not frame.startswith("process ")]
+        if not frames:
+            continue
+        weight = int(n)
+        samples += weight
+        own[frames[-1]] = own.get(frames[-1], 0) + weight
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + weight
+    lines = [f"  {samples} samples; own time:"]
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:count]:
+        lines.append(f"    {100 * n / samples:5.1f}%  {frame}")
+    lines.append("  including callees (the broker, the task runner, database calls, the pool hand-off):")
+    interesting = ("common/", "kombu/transport/", "celery/app/trace.py", "psycopg/connection.py",
+                   "django/db/", "billiard/pool.py", "celery/worker/request.py")  # fmt: skip
+    ranked = [(f, n) for f, n in total.items() if any(part in f for part in interesting)]
+    for frame, n in sorted(ranked, key=lambda kv: -kv[1])[:count]:
+        lines.append(f"    {100 * n / samples:5.1f}%  {frame}")
+    return lines
+
+
+def measure(
+    name: str, messages: int, latency_messages: int, log_dir: Path, *, concurrency: int = 2, profile: bool = False
+) -> dict:
     from boot.celery import app
     from tests.benchmarks.broker_tasks import latency, noop
 
@@ -197,12 +253,18 @@ def measure(name: str, messages: int, latency_messages: int, log_dir: Path) -> d
     noop.apply_async(producer=producer)  # declares the queue and warms the connection
     probe.reset()
 
+    profiles: dict[str, list[str]] = {}
+    producer_profile = Profiler(os.getpid(), log_dir / "producer.raw", subprocesses=False) if profile else None
     started = time.perf_counter()
     for _ in range(messages):
         noop.apply_async(producer=producer)
     enqueue_rate = messages / (time.perf_counter() - started)
+    if producer_profile is not None:
+        producer_profile.stop()
+        profiles["producer (enqueue)"] = top_frames(producer_profile.path)
 
-    worker = Worker(base_env(**BROKERS[name]), log_dir, name)
+    worker = Worker(base_env(**BROKERS[name]), log_dir, name, concurrency)
+    worker_profile = None
     try:
         # The worker logs at WARNING (per-task INFO lines would cost more than some brokers): the drain
         # is timed from the first message consumed to the last, by polling the broker.
@@ -212,9 +274,14 @@ def measure(name: str, messages: int, latency_messages: int, log_dir: Path) -> d
                 raise SystemExit(f"{name}: nothing consumed:\n{worker.log.read_text()[-3000:]}")
             time.sleep(0.005)
         first_at, first_left = time.monotonic(), left
+        if profile:
+            worker_profile = Profiler(worker.popen.pid, log_dir / "worker.raw", subprocesses=True)
         while probe.outstanding():
             time.sleep(0.02)
         drain_rate = first_left / (time.monotonic() - first_at)
+        if worker_profile is not None:
+            worker_profile.stop()
+            profiles["worker (drain, all processes)"] = top_frames(worker_profile.path)
         rows_left = probe.rows_left()
 
         import psycopg
@@ -252,7 +319,103 @@ def measure(name: str, messages: int, latency_messages: int, log_dir: Path) -> d
         "latency_n": len(samples),
         "idle": idle,
         "rows_left": rows_left,
+        "profiles": profiles,
     }
+
+
+def producer_rates(counts: list[int], seconds: float) -> None:
+    """Enqueue/s of N concurrent producers with the NOTIFY trigger on and off, and wake-up latency."""
+    import threading
+
+    import psycopg
+
+    from common.broker import sql
+
+    url = PG + QUEUE_DB
+    with psycopg.connect(url, autocommit=True) as db:
+        queue_id = db.execute(sql.QUEUE_ID, {"name": QUEUE}).fetchone()[0]
+
+    def publish_statements(conn: psycopg.Connection, mode: str) -> Callable[[], None]:
+        if mode == "after commit":
+            conn.execute(sql.SESSION_SETUP)
+
+            def publish() -> None:
+                conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+                conn.execute(sql.WAKE, (queue_id,))
+
+            return publish
+        return lambda: conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+
+    def run(n: int, mode: str) -> float:
+        done = [0] * n
+        stop = threading.Event()
+        start = threading.Barrier(n + 1)
+
+        def produce(i: int) -> None:
+            with psycopg.connect(url, autocommit=True) as conn:
+                publish = publish_statements(conn, mode)
+                start.wait()
+                while not stop.is_set():
+                    publish()
+                    done[i] += 1
+
+        threads = [threading.Thread(target=produce, args=(i,)) for i in range(n)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        began = time.perf_counter()
+        time.sleep(seconds)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("TRUNCATE kombu_message")
+        return sum(done) / (time.perf_counter() - began)
+
+    def set_trigger(enabled: bool) -> None:
+        with psycopg.connect(url, autocommit=True) as db:
+            action = "ENABLE" if enabled else "DISABLE"
+            db.execute(f"ALTER TABLE kombu_message {action} TRIGGER kombu_message_ready_insert")
+
+    def wake_latency(mode: str, samples: int = 300) -> list[float]:
+        latencies = []
+        with psycopg.connect(url, autocommit=True) as listener, psycopg.connect(url, autocommit=True) as producer:
+            publish = publish_statements(producer, mode)
+            listener.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
+            for _ in range(samples):
+                publish()
+                published = time.perf_counter()
+                next(listener.notifies(timeout=5, stop_after=1))
+                latencies.append((time.perf_counter() - published) * 1000)
+                time.sleep(0.005)
+        return latencies
+
+    modes = ("in transaction", "after commit", "none")
+    print(f"enqueue/s by concurrent producers, {seconds:g} s each; wake-up NOTIFY in the transaction / after / none")
+    print(f"{'producers':>9} {modes[0]:>15} {modes[1]:>13} {modes[2]:>8} {'loss in tx':>11} {'loss after':>11}")
+    try:
+        for n in counts:
+            rates = {}
+            for mode in modes:
+                set_trigger(mode != "none")
+                rates[mode] = run(n, mode)
+            set_trigger(True)
+            loss = {mode: 100 * (1 - rates[mode] / rates["none"]) for mode in modes}
+            print(
+                f"{n:>9} {rates[modes[0]]:>15.0f} {rates[modes[1]]:>13.0f} {rates['none']:>8.0f} "
+                f"{loss[modes[0]]:>10.1f}% {loss[modes[1]]:>10.1f}%  (goal: loss <= 10%)",
+                flush=True,
+            )
+        for mode in modes[:2]:
+            latencies = wake_latency(mode)
+            print(
+                f"wake-up latency, NOTIFY {mode}: p50 {percentile(latencies, 0.5):.2f} ms, "
+                f"p99 {percentile(latencies, 0.99):.2f} ms (goal p99 <= 10 ms)"
+            )
+    finally:
+        set_trigger(True)
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("TRUNCATE kombu_message")
 
 
 def main() -> None:
@@ -260,6 +423,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--latency-messages", type=int, default=200)
     parser.add_argument("--only", nargs="*", choices=list(BROKERS), default=list(BROKERS))
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--producers", type=int, nargs="*")
+    parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
 
     for name in (APP_DB, QUEUE_DB):
@@ -276,6 +443,9 @@ def main() -> None:
     import configurations
 
     configurations.setup()
+    if args.producers:
+        producer_rates(args.producers, args.seconds)
+        return
 
     available = {
         "stock sqla": True,
@@ -290,13 +460,17 @@ def main() -> None:
                 print(f"{name}: not reachable, skipped", flush=True)
                 continue
             print(f"measuring {name} ...", flush=True)
-            results[name] = measure(name, args.messages, args.latency_messages, Path(tmp))
+            results[name] = measure(name, args.messages, args.latency_messages, Path(tmp),
+                                    concurrency=args.concurrency, profile=args.profile)  # fmt: skip
 
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
     print()
-    print(f"{args.messages} no-op tasks; prefork worker -c 2; latency at ~20 tasks/s ({args.latency_messages} tasks)")
+    print(
+        f"{args.messages} no-op tasks; prefork worker -c {args.concurrency}; "
+        f"latency at ~20 tasks/s ({args.latency_messages} tasks)"
+    )
     print(
         f"{'broker':<12} {'enqueue/s':>10} {'drain/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'idle q/s':>9} {'rows left':>10}"
     )
@@ -305,6 +479,10 @@ def main() -> None:
             f"{name:<12} {fmt(r['enqueue'], '.0f'):>10} {fmt(r['drain'], '.0f'):>10} {fmt(r['p50'], '.1f'):>10} "
             f"{fmt(r['p99'], '.1f'):>10} {fmt(r['idle'], '.2f'):>10} {fmt(r['rows_left'], 'd'):>10}"
         )
+    for name, r in results.items():
+        for what, lines in r["profiles"].items():
+            print(f"\npy-spy, {name}, {what}:")
+            print("\n".join(lines))
     print()
     ours = results.get("doorito")
     if ours:

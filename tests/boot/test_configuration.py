@@ -82,6 +82,7 @@ def test_each_documented_variable_changes_its_setting():
         ({"CELERY_TASK_SOFT_TIME_LIMIT": "400"}, "CELERY_TASK_SOFT_TIME_LIMIT"),
         ({"BROKER_CLAIM_BATCH": "0"}, "BROKER_CLAIM_BATCH"),
         ({"BROKER_CLEANUP_INTERVAL": "0"}, "BROKER_CLEANUP_INTERVAL"),
+        ({"BROKER_RESCUE_GRACE": "0.5"}, "BROKER_RESCUE_GRACE"),
         ({"BROKER_TRANSPORT_CLASS": "nope.mod:Transport"}, "BROKER_TRANSPORT_CLASS"),
         ({"BROKER_TRANSPORT_CLASS": "kombu.connection:Connection"}, "BROKER_TRANSPORT_CLASS"),
         ({"FILE_STORAGE_BACKEND": "gcs"}, "FILE_STORAGE_BACKEND"),

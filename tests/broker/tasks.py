@@ -10,7 +10,12 @@ import time
 from celery import shared_task
 from django.db import OperationalError, connection
 
-RUNS_TABLE = "CREATE TABLE IF NOT EXISTS broker_test_runs (token text NOT NULL, kind text NOT NULL, pid int NOT NULL)"
+RUNS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS broker_test_runs (token text NOT NULL, kind text NOT NULL, pid int NOT NULL); "
+    "ALTER TABLE broker_test_runs ADD COLUMN IF NOT EXISTS at timestamptz NOT NULL DEFAULT clock_timestamp()"
+)
+# Set in a test worker's environment: hang_in_doomed_worker then hangs there (and only there).
+DOOMED_WORKER = "BROKER_TEST_DOOMED_WORKER"
 
 
 def _record(token: str, kind: str = "run") -> None:
@@ -63,3 +68,12 @@ def slow(token: str, seconds: float) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
+
+
+@shared_task(name="tests.broker.tasks.hang_in_doomed_worker", ignore_result=True, acks_late=True)
+def hang_in_doomed_worker(token: str, seconds: float) -> None:
+    """Record a start; in the worker started with DOOMED_WORKER=1, sleep `seconds` first; record done."""
+    _record(token, "start")
+    if os.environ.get(DOOMED_WORKER) == "1":
+        time.sleep(seconds)
+    _record(token, "done")

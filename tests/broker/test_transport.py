@@ -19,6 +19,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.transport.sqlalchemy import Transport as StockTransport
 
 from boot.celery import app as celery_app
+from common.broker import transport
 from common.broker.models import CancelledTask
 from common.broker.services.cancel import CancelOutcome, cancel_queued_task
 from common.broker.services.cleanup import cleanup_broker_messages
@@ -404,3 +405,57 @@ def test_a_forked_child_never_uses_its_parents_connections(connect):
     assert sorted((v, version) for _, v, version in rows()) == [(False, -1), (True, 1)]
     held.ack()
     assert [b for b, _ in consume(conn, 1)] == [{"n": 2}]
+
+
+def test_a_terminated_listen_session_is_replaced_without_a_connection_error(connect):
+    conn = connect(polling_interval=60)
+    received = []
+    with Consumer(conn, [QUEUE], callbacks=[lambda body, m: (received.append(body), m.ack())]):
+        with pytest.raises(TimeoutError):
+            conn.drain_events(timeout=0.3)
+        old = conn.transport._listener.info.backend_pid
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [old])
+        with pytest.raises(TimeoutError):  # noticed and replaced inside drain_events: Celery sees no error
+            conn.drain_events(timeout=1)
+        assert conn.transport._listener.info.backend_pid != old
+        publish(connect(), {"n": 1})
+        conn.drain_events(timeout=5)  # woken by a NOTIFY on the new session (the poll is 60 s away)
+    assert received == [{"n": 1}]
+
+
+@pytest.fixture
+def learned_marks():
+    """Task ids the transport reports as cancelled, in the order reported."""
+    seen: list[set[str]] = []
+    transport.cancel_listeners.append(seen.append)
+    yield seen
+    transport.cancel_listeners.remove(seen.append)
+
+
+def publish_task_message(conn: Connection, task_id: str) -> None:
+    producer = Producer(conn.default_channel)
+    producer.publish({"n": task_id}, exchange=QUEUE.exchange, routing_key=QUEUE.routing_key, declare=[QUEUE],
+                     headers={"id": task_id})  # fmt: skip
+
+
+def test_cancel_marks_reach_the_holder_in_its_rescue_pass_and_a_claimer_in_the_claim(connect, learned_marks):
+    holder = connect(rescue_interval=0.2, rescue_grace=0.5, restart_grace=0)
+    publish_task_message(holder, "held-task")
+    [(_body, message)] = consume(holder, 1, ack=False)
+    assert learned_marks == []  # no marks: nothing reported
+    assert cancel_queued_task(task_id="held-task") is CancelOutcome.CLAIMED
+    deadline = time.monotonic() + 5
+    while not learned_marks and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError), Consumer(holder, [QUEUE], callbacks=[]):
+            holder.drain_events(timeout=0.2)  # starts the keeper thread, whose rescue pass reports the mark
+    assert {"held-task"} in learned_marks
+
+    publish_task_message(holder, "other-task")
+    message.requeue()  # e.g. the holder shut down: the marked message is ready again
+    holder.release()
+    learned_marks.clear()
+    claimer = connect(rescue_interval=30, rescue_grace=60)  # no rescue pass during this test
+    got = [b for b, _ in consume(claimer, 2)]
+    assert sorted(b["n"] for b in got) == ["held-task", "other-task"]
+    assert learned_marks == [{"held-task"}]  # reported by the claim, before the message was delivered

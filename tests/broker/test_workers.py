@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import time
+
 import pytest
+from django.db import connection
 
 from common.broker.models import CancelledTask
 from common.broker.services.cancel import CancelOutcome, cancel_queued_task
@@ -54,16 +58,47 @@ def test_kill_9_during_an_acks_late_task_runs_it_again_after_the_visibility_time
     assert runs.counts("start") == {"crash": 2} and runs.counts("done") == {"crash": 1}
 
 
-def test_cancel_an_eta_task_a_worker_already_claimed(start_test_worker, runs):
+def scheduled_rows() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM kombu_message WHERE NOT visible AND version = -2")
+        return cursor.fetchone()[0]
+
+
+def eta_start_delays() -> list[float]:
+    """Seconds from each run's ETA (the token is its epoch) to its start."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extract(epoch FROM at) - token::float FROM broker_test_runs WHERE kind = 'run'")
+        return [float(delay) for (delay,) in cursor.fetchall()]
+
+
+def test_eta_tasks_wait_in_the_database_survive_a_worker_restart_and_start_on_time(start_test_worker, runs):
+    first = start_test_worker()
+    etas = [time.time() + 25 + n for n in range(5)]
+    for eta in etas:
+        record.apply_async((repr(eta),), eta=datetime.datetime.fromtimestamp(eta, datetime.UTC))
+    time.sleep(2)
+    # Not delivered to the worker: the messages wait as scheduled rows, unclaimed.
+    assert scheduled_rows() == 5 and claimed_rows() == 0 and " received" not in first.output()
+    first.stop()  # a restart: nothing to redeliver, the worker held none of them
     start_test_worker()
-    doomed = record.apply_async(("eta-cancelled",), countdown=10)
-    kept = record.apply_async(("eta-kept",), countdown=10)
-    # The worker claims ETA tasks at once and holds them in memory: deleting the row is no longer possible.
-    wait_until(lambda: claimed_rows() == 2, 30, "the worker to claim both ETA tasks")
-    assert cancel_queued_task(task_id=doomed.id) is CancelOutcome.CLAIMED
+
+    wait_until(lambda: runs.total() >= 5, 60, "the ETA tasks to run")
+    wait_until(lambda: message_rows() == 0, 30, "every message acked")
+    assert runs.counts() == {repr(eta): 1 for eta in etas}
+    delays = eta_start_delays()
+    print(f"ETA -> start (s): {[round(d, 3) for d in sorted(delays)]}")
+    assert all(0 <= delay < 1 for delay in delays), delays  # due tasks start within 1 s of their ETA
+
+
+def test_cancel_an_eta_task_waiting_in_the_database(start_test_worker, runs):
+    start_test_worker()
+    doomed = record.apply_async(("eta-cancelled",), countdown=6)
+    kept = record.apply_async(("eta-kept",), countdown=6)
+    assert scheduled_rows() == 2
+    assert cancel_queued_task(task_id=doomed.id) is CancelOutcome.CANCELLED  # its row is gone: no mark needed
 
     wait_until(lambda: runs.counts().get("eta-kept"), 40, "the kept ETA task to run")
-    wait_until(lambda: message_rows() == 0, 30, "both messages to be acked")
-    assert runs.counts() == {"eta-kept": 1}  # the cancelled one never ran...
-    assert CancelledTask.objects.get(task_id=doomed.id).skipped_at is not None  # ...because the worker skipped it
-    assert not CancelledTask.objects.filter(task_id=kept.id).exists()
+    wait_until(lambda: message_rows() == 0, 30, "the kept message to be acked")
+    time.sleep(1)
+    assert runs.counts() == {"eta-kept": 1} and not CancelledTask.objects.exists()
+    assert cancel_queued_task(task_id=kept.id) is CancelOutcome.NOT_FOUND

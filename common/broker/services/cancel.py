@@ -8,8 +8,8 @@ from django.db import connection, transaction
 
 
 class CancelOutcome(StrEnum):
-    CANCELLED = "cancelled"  # the message was ready and is gone: the task will not run
-    # A worker holds the message (ETA/countdown, prefetched, or running). It is marked cancelled:
+    CANCELLED = "cancelled"  # the message was ready (or scheduled for its ETA) and is gone: the task will not run
+    # A worker holds the message (prefetched, or running). It is marked cancelled:
     # a task that has not started yet is skipped (state REVOKED); one already running finishes.
     CLAIMED = "claimed"
     NOT_FOUND = "not_found"  # no message with that task id (done, never sent, or another broker)
@@ -18,8 +18,9 @@ class CancelOutcome(StrEnum):
 # Celery's message protocol 2 carries the task id in headers.id (protocol 1 in body.id; not used by Doorito).
 # One statement: the lock and the delete cannot interleave with a claim (claims SKIP LOCKED rows).
 CANCEL = (
-    "WITH found AS (SELECT id, visible FROM kombu_message WHERE (payload::json -> 'headers' ->> 'id') = %s "
-    "FOR UPDATE), deleted AS (DELETE FROM kombu_message m USING found WHERE m.id = found.id AND found.visible "
+    "WITH found AS (SELECT id, visible, version FROM kombu_message WHERE (payload::json -> 'headers' ->> 'id') = %s "
+    "FOR UPDATE), deleted AS (DELETE FROM kombu_message m USING found WHERE m.id = found.id "
+    "AND (found.visible OR found.version = -2) "
     "RETURNING m.id) SELECT (SELECT count(*) FROM deleted), (SELECT count(*) FROM found)"
 )
 MARK = "INSERT INTO broker_cancelled_task (task_id, cancelled_at) VALUES (%s, now()) ON CONFLICT (task_id) DO NOTHING"
@@ -43,8 +44,8 @@ def cancel_queued_task(*, task_id: str) -> CancelOutcome:
     return CancelOutcome.CLAIMED
 
 
-def claim_cancellation(*, task_id: str) -> bool:
-    """True (and the skip recorded) if `task_id` was cancelled after a worker claimed it: it must not run."""
+def record_skip(*, task_id: str) -> bool:
+    """Record that a worker skipped cancelled `task_id`; False if it has no mark (pruned, or never cancelled)."""
     with connection.cursor() as cursor:
         cursor.execute(SKIP, [task_id])
         return cursor.fetchone() is not None

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection, transaction
 
-from common.broker.transport import RESTORE_EXPIRED
+from common.broker.sql import RESTORE_EXPIRED
 
 # The stock transport marks a consumed row invisible (version >= 1) and never touches it again.
 DELETE_STALE = "DELETE FROM kombu_message WHERE NOT visible AND version >= 0"

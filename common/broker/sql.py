@@ -1,0 +1,130 @@
+"""Every statement the transport runs on kombu_message, with the row states they move rows between.
+
+Raw SQL, not the ORM: each is one round trip built on PostgreSQL-only features (FOR UPDATE SKIP LOCKED
+inside UPDATE ... RETURNING, data-modifying CTEs, pg_stat_activity), runs on the transport's own
+autocommit psycopg connection outside Django, and is the hot path of every task.
+
+Row states of kombu_message (columns visible, version, claimer_pid):
+
+- scheduled:  NOT visible, version = -2: an ETA/countdown message waiting for its time (timestamp = due, UTC);
+              the rescue pass makes it ready when due. Never claimed, renewed or expired before that.
+- ready:      visible, version >= 0 (1 when published by either transport); claimer_pid NULL.
+- claimed:    NOT visible, version = -1, claimer_pid > 0: held by the consumer whose database backend is
+              (claimer_pid, claimer_started); its lease (timestamp) is renewed while it holds it.
+- orphaned:   NOT visible, version = -1, claimer_pid = 0: its claimer's backend is gone (timestamp says
+              since when). The holder re-owns it if it is still alive (it had only lost its connection);
+              otherwise it becomes ready again after the rescue grace.
+- legacy:     NOT visible, version = -1, claimer_pid NULL: claimed before claimers were recorded; only the
+              lease (visibility timeout) brings it back.
+- stale:      NOT visible, version >= 0: consumed by the stock kombu transport, which never deletes; never
+              delivered again, deleted by cleanup.
+
+An ack deletes the row, so the table holds only ready and in-flight messages.
+"""
+
+from __future__ import annotations
+
+# The wake-up channel of the insert/restore trigger (migration 0002); its payload is the queue id.
+NOTIFY_CHANNEL = "kombu_message_ready"
+
+INSERT_MESSAGE = (
+    "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
+    "VALUES (nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, %s)"
+)
+
+# -> scheduled: a message with a future ETA waits in the table, not in a worker's memory (no trigger fires:
+# it is not visible).
+INSERT_SCHEDULED = (
+    "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
+    "VALUES (nextval('message_id_sequence'), false, %s, %s, -2, %s)"
+)
+
+# ready -> claimed, recording the claiming backend. The ARRAY() sub-select runs once (an InitPlan), then
+# the UPDATE touches exactly the locked rows. The third column says whether broker_cancel marked the task:
+# the EXISTS over pending marks is an InitPlan too, so with no marks no payload is parsed.
+CLAIM = (
+    "WITH claimed AS (UPDATE kombu_message SET visible = false, version = -1, "
+    "timestamp = now() AT TIME ZONE 'UTC', claimer_pid = %(pid)s, claimer_started = %(started)s "
+    "WHERE id = ANY(ARRAY(SELECT id FROM kombu_message WHERE queue_id = %(queue)s AND visible "
+    "ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)) RETURNING id, payload) "
+    "SELECT id, payload, CASE WHEN EXISTS (SELECT 1 FROM broker_cancelled_task WHERE skipped_at IS NULL) "
+    "THEN EXISTS (SELECT 1 FROM broker_cancelled_task c WHERE c.skipped_at IS NULL "
+    "AND c.task_id = (claimed.payload::json -> 'headers' ->> 'id')) ELSE false END FROM claimed"
+)
+
+# ack (or reject without requeue): the row is gone.
+DELETE_ROWS = "DELETE FROM kombu_message WHERE id = ANY(%s)"
+
+# claimed -> ready: the holder gives rows back (reject with requeue, shutdown, cancelled consumer).
+RESTORE_ROWS = (
+    "UPDATE kombu_message SET visible = true, version = 1, claimer_pid = NULL, claimer_started = NULL "
+    "WHERE id = ANY(%s) AND NOT visible AND version = -1"
+)
+
+# The holder's lease renewal, so the visibility timeout never expires under a live consumer.
+RENEW_LEASES = (
+    "UPDATE kombu_message SET timestamp = now() AT TIME ZONE 'UTC' WHERE id = ANY(%s) AND NOT visible AND version = -1"
+)
+
+# claimed/orphaned/legacy -> ready once the lease is older than the visibility timeout: the fallback for
+# what no signal reveals (a network partition keeps the dead claimer's backend alive for a while).
+RESTORE_EXPIRED = (
+    "UPDATE kombu_message SET visible = true, version = 1, claimer_pid = NULL, claimer_started = NULL "
+    "WHERE NOT visible AND version = -1 AND timestamp < now() AT TIME ZONE 'UTC' - make_interval(secs => %s)"
+)
+
+# Run once per new connection. The claiming connection's identity: a backend pid is reused,
+# (pid, backend_start) is not. And the session setting that makes the insert trigger leave the
+# wake-up to WAKE, after the INSERT's commit (migration 0005).
+SESSION_SETUP = (
+    "SELECT pg_backend_pid(), backend_start, set_config('doorito.broker_wakes_after_commit', 'on', false) "
+    "FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+)
+
+# The wake-up for a committed publish: pg_notify in a transaction of its own, with synchronous_commit off,
+# so the NOTIFY's database-wide commit lock is never held across a producer's WAL flush.
+WAKE = "SELECT kombu_message_wake(%s)"
+
+# One round trip a second per consuming process, all of it on rows in flight (the small in-flight index):
+# - reowned: rows this process holds (%(held)s) but claimed on a connection it since lost: this backend
+#   owns them now, so no rescuer takes them from a live holder;
+# - acked: rows whose ack failed with the connection (%(acks)s) are deleted now;
+# - orphaned: claimed rows of other processes whose backend is gone become orphaned (timestamp = now);
+#   not while the server itself has just started, when every claimer is reconnecting;
+# - rescued: rows orphaned longer than the grace become ready (the restore trigger wakes consumers);
+# - due: scheduled rows whose time has come become ready (the restore trigger wakes consumers);
+# - and the task ids of pending broker_cancel marks (normally none), so the worker skips them, and the
+#   seconds until the next scheduled row is due (NULL if none), so the pass can run again right then.
+# A data-modifying CTE sees the snapshot from before the others ran: the four sets are disjoint by state.
+RESCUE = (
+    "WITH reowned AS (UPDATE kombu_message SET claimer_pid = %(pid)s, claimer_started = %(started)s, "
+    "timestamp = now() AT TIME ZONE 'UTC' WHERE id = ANY(%(held)s) AND NOT visible AND version = -1 "
+    "AND (claimer_pid IS DISTINCT FROM %(pid)s OR claimer_started IS DISTINCT FROM %(started)s) RETURNING id), "
+    "acked AS (DELETE FROM kombu_message WHERE id = ANY(%(acks)s) RETURNING id), "
+    "orphaned AS (UPDATE kombu_message m SET claimer_pid = 0, timestamp = now() AT TIME ZONE 'UTC' "
+    "WHERE NOT visible AND version = -1 AND claimer_pid > 0 AND NOT (id = ANY(%(held)s)) "
+    "AND NOT (id = ANY(%(acks)s)) "
+    "AND pg_postmaster_start_time() < now() - make_interval(secs => %(restart_grace)s) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = m.claimer_pid "
+    "AND (a.backend_start IS NULL OR a.backend_start = m.claimer_started)) RETURNING id), "
+    "rescued AS (UPDATE kombu_message SET visible = true, version = 1, claimer_pid = NULL, claimer_started = NULL "
+    "WHERE NOT visible AND version = -1 AND claimer_pid = 0 AND NOT (id = ANY(%(held)s)) "
+    "AND NOT (id = ANY(%(acks)s)) AND timestamp < now() AT TIME ZONE 'UTC' - make_interval(secs => %(grace)s) "
+    "RETURNING id), "
+    "due AS (UPDATE kombu_message SET visible = true, version = 1 WHERE NOT visible AND version = -2 "
+    "AND timestamp <= now() AT TIME ZONE 'UTC' RETURNING id) "
+    "SELECT (SELECT count(*) FROM acked), (SELECT count(*) FROM rescued) + (SELECT count(*) FROM due), "
+    "ARRAY(SELECT task_id FROM broker_cancelled_task WHERE skipped_at IS NULL), "
+    "(SELECT extract(epoch FROM min(timestamp) - now() AT TIME ZONE 'UTC') FROM kombu_message "
+    "WHERE NOT visible AND version = -2 AND timestamp > now() AT TIME ZONE 'UTC')"
+)
+
+QUEUE_ID = (
+    "WITH found AS (SELECT id FROM kombu_queue WHERE name = %(name)s), "
+    "created AS (INSERT INTO kombu_queue (id, name) SELECT nextval('queue_id_sequence'), %(name)s "
+    "WHERE NOT EXISTS (SELECT 1 FROM found) ON CONFLICT (name) DO NOTHING RETURNING id) "
+    "SELECT id FROM found UNION ALL SELECT id FROM created"
+)
+QUEUE_SIZE = "SELECT count(*) FROM kombu_message WHERE queue_id = %s AND visible"
+# Only ready messages: in-flight ones belong to running consumers.
+PURGE_QUEUE = "DELETE FROM kombu_message WHERE queue_id = %s AND visible"
