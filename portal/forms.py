@@ -46,7 +46,10 @@ class EndpointForm(forms.Form):
 
 class ReplaySinceForm(forms.Form):
     since = forms.DateTimeField(
-        label="Failed since (UTC)",
+        label="Since (UTC)",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
         input_formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"],
+    )
+    include_delivered = forms.BooleanField(
+        label="Delivered ones too (the receiver gets them again, with the same webhook-id)", required=False
     )

@@ -23,7 +23,7 @@ from portal.services.own_webhooks import (
     owned_endpoints,
     recent_deliveries,
     replay_owned_delivery,
-    replay_owned_failed_since,
+    replay_owned_since,
     rotate_owned_secret,
     send_owned_test_event,
     set_owned_endpoint_active,
@@ -118,13 +118,20 @@ def endpoint_set_active(request: SignedInRequest, endpoint_id: int) -> HttpRespo
 @login_required
 @require_POST
 def endpoint_replay_since(request: SignedInRequest, endpoint_id: int) -> HttpResponse:
-    """Replay every failed delivery of the endpoint whose event is from the given time on."""
+    """Replay every failed (or, if ticked, every finished) delivery of the endpoint from the given time on."""
     endpoint = _owned(request, endpoint_id)
     form = ReplaySinceForm(request.POST)
     if not form.is_valid():
         return _detail(request, endpoint, replay_form=form)
-    count = replay_owned_failed_since(owner=request.user, endpoint_id=endpoint.pk, since=form.cleaned_data["since"])
-    messages.success(request, f"{count} failed delivery(ies) queued again.")
+    include_delivered = form.cleaned_data["include_delivered"]
+    count = replay_owned_since(
+        owner=request.user,
+        endpoint_id=endpoint.pk,
+        since=form.cleaned_data["since"],
+        include_delivered=include_delivered,
+    )
+    kind = "finished" if include_delivered else "failed"
+    messages.success(request, f"{count} {kind} delivery(ies) queued again.")
     return redirect("webhook", endpoint_id=endpoint.pk)
 
 

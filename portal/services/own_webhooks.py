@@ -15,7 +15,7 @@ from django.db.models import Prefetch, QuerySet
 from common.outbox.models import DeliveryAttempt, OutboxEvent, WebhookDelivery, WebhookEndpoint
 from common.outbox.services.emit import send_test_event
 from common.outbox.services.endpoints import create_endpoint, disable_endpoint, reenable_endpoint, rotate_secret
-from common.outbox.services.replay import replay_deliveries, replay_failed_for_endpoint
+from common.outbox.services.replay import replay_deliveries, replay_for_endpoint
 from portal.services.events import FILE_EVENT_TYPES
 
 RECENT_DELIVERIES = 50
@@ -79,7 +79,7 @@ def replay_owned_delivery(*, owner: User, delivery_id: int) -> tuple[int, int]:
     return delivery.endpoint_id, replay_deliveries(delivery_ids=[delivery.pk])
 
 
-def replay_owned_failed_since(*, owner: User, endpoint_id: int, since: datetime) -> int:
-    """Send again every failed delivery of the owner's endpoint whose event is from `since` on."""
+def replay_owned_since(*, owner: User, endpoint_id: int, since: datetime, include_delivered: bool = False) -> int:
+    """Send again every failed (and, if asked, delivered) delivery of the owner's endpoint from `since` on."""
     endpoint = get_owned_endpoint(owner=owner, endpoint_id=endpoint_id)
-    return replay_failed_for_endpoint(endpoint_id=endpoint.pk, since=since)
+    return replay_for_endpoint(endpoint_id=endpoint.pk, since=since, include_delivered=include_delivered)

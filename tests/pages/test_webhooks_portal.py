@@ -118,7 +118,7 @@ def test_subscriber_adds_an_endpoint_tests_it_sees_failures_and_replays(
     wait_for_first_delivery(page, "failed (503)")
     receiver.plan("/hook", [200])
     since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M")
-    page.get_by_label("Failed since (UTC)").fill(since)
+    page.get_by_label("Since (UTC)").fill(since)
     page.get_by_role("button", name="Replay", exact=True).click()
     assert page.get_by_role("status").filter(has_text="1 failed delivery(ies) queued again.").is_visible()
     wait_for_first_delivery(page, "delivered (200)")

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from common.outbox.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
+from common.outbox.models import DeliveryStatus, OutboxEvent, WebhookDelivery, WebhookEndpoint
 from common.outbox.services.emit import emit_event
 from common.outbox.services.endpoints import create_endpoint
 from portal.models import UploadFile
@@ -20,7 +20,7 @@ from portal.services.own_webhooks import (
     owned_endpoints,
     recent_deliveries,
     replay_owned_delivery,
-    replay_owned_failed_since,
+    replay_owned_since,
     rotate_owned_secret,
     send_owned_test_event,
     set_owned_endpoint_active,
@@ -95,7 +95,7 @@ def test_services_refuse_another_users_endpoint_and_deliveries(people):
         lambda: send_owned_test_event(owner=bob, endpoint_id=endpoint.id),
         lambda: set_owned_endpoint_active(owner=bob, endpoint_id=endpoint.id, active=False),
         lambda: recent_deliveries(owner=bob, endpoint_id=endpoint.id),
-        lambda: replay_owned_failed_since(owner=bob, endpoint_id=endpoint.id, since=timezone.now() - timedelta(1)),
+        lambda: replay_owned_since(owner=bob, endpoint_id=endpoint.id, since=timezone.now() - timedelta(1)),
     ):
         with pytest.raises(WebhookEndpoint.DoesNotExist):
             call()
@@ -135,3 +135,26 @@ def test_admin_lists_owners_and_filters_operators_endpoints(people, client, djan
     assert "/alices" in everything and "/operators" in everything and "alice" in everything
     operators_only = client.get("/admin/common/webhookendpoint/?owner__isempty=1").content.decode()
     assert "/operators" in operators_only and "/alices" not in operators_only
+
+
+def test_replay_since_takes_failed_deliveries_and_delivered_ones_only_when_asked(people):
+    alice, _ = people
+    endpoint = create_owned_endpoint(owner=alice, url="http://127.0.0.1:9/a", event_types=["file.stored"])
+    deliveries = {}
+    for name, status in (("failed", DeliveryStatus.FAILED), ("delivered", DeliveryStatus.DELIVERED), ("old", None)):
+        with transaction.atomic():
+            emit_file_event(event_type="file.stored", upload=stored_file(alice, f"{name}.txt"))
+        delivery = WebhookDelivery.objects.filter(endpoint=endpoint).latest("id")
+        WebhookDelivery.objects.filter(pk=delivery.pk).update(status=status or DeliveryStatus.FAILED)
+        deliveries[name] = delivery.pk
+    # The old one's event predates the window.
+    OutboxEvent.objects.filter(deliveries__pk=deliveries["old"]).update(created_at=timezone.now() - timedelta(days=2))
+    since = timezone.now() - timedelta(days=1)
+
+    assert replay_owned_since(owner=alice, endpoint_id=endpoint.id, since=since) == 1
+    assert WebhookDelivery.objects.get(pk=deliveries["failed"]).status == DeliveryStatus.PENDING
+    assert WebhookDelivery.objects.get(pk=deliveries["delivered"]).status == DeliveryStatus.DELIVERED
+
+    assert replay_owned_since(owner=alice, endpoint_id=endpoint.id, since=since, include_delivered=True) == 1
+    assert WebhookDelivery.objects.get(pk=deliveries["delivered"]).status == DeliveryStatus.PENDING
+    assert WebhookDelivery.objects.get(pk=deliveries["old"]).status == DeliveryStatus.FAILED

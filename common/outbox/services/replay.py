@@ -47,12 +47,15 @@ def replay_deliveries(*, delivery_ids: list[int]) -> int:
     return _replay(WebhookDelivery.objects.filter(id__in=delivery_ids, endpoint__is_active=True))
 
 
-def replay_failed_for_endpoint(*, endpoint_id: int, since: datetime, until: datetime | None = None) -> int:
-    """Replay the endpoint's failed deliveries whose event was created in [since, until); returns how many."""
+def replay_for_endpoint(
+    *, endpoint_id: int, since: datetime, until: datetime | None = None, include_delivered: bool = False
+) -> int:
+    """Replay the endpoint's failed (and, if asked, delivered) deliveries whose event is in [since, until)."""
     if until is not None and until <= since:
         raise ValueError(f"until ({until.isoformat()}) must be after since ({since.isoformat()})")
+    statuses = [DeliveryStatus.FAILED, DeliveryStatus.DELIVERED] if include_delivered else [DeliveryStatus.FAILED]
     deliveries = WebhookDelivery.objects.filter(
-        endpoint_id=endpoint_id, endpoint__is_active=True, status=DeliveryStatus.FAILED, event__created_at__gte=since
+        endpoint_id=endpoint_id, endpoint__is_active=True, status__in=statuses, event__created_at__gte=since
     )
     if until is not None:
         deliveries = deliveries.filter(event__created_at__lt=until)

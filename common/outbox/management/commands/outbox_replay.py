@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from common.outbox.models import WebhookEndpoint
-from common.outbox.services.replay import replay_failed_for_endpoint
+from common.outbox.services.replay import replay_for_endpoint
 
 # Ten years: far beyond any retention, and small enough that now - hours is a valid date-time.
 MAX_HOURS = 10 * 366 * 24
@@ -63,7 +63,7 @@ class Command(BaseCommand):
         if not endpoint.is_active:
             raise CommandError(f"endpoint {endpoint_id} is disabled ({endpoint.disabled_reason}); re-enable it first")
         try:
-            count = replay_failed_for_endpoint(endpoint_id=endpoint_id, since=start, until=end)
+            count = replay_for_endpoint(endpoint_id=endpoint_id, since=start, until=end)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"replaying {count} failed deliveries to {endpoint.url}")
