@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from json import dumps, loads
 from queue import Empty
 from time import monotonic
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from kombu.transport import sqlalchemy as stock
@@ -126,18 +126,23 @@ class QoS(virtual.QoS):
         # Channel.basic_reject already requeued or deleted the row.
         self._quick_ack(delivery_tag)
 
-    def restore_unacked(self) -> list:
+    def restore_unacked(self) -> list[Any]:
         self._flush()
-        tags = list(self._delivered)
-        self._delivered.clear()
-        self.channel._restore_tags(tags)
+        delivered = self._delivered
+        if delivered is None:
+            return []
+        tags = list(delivered)
+        delivered.clear()
+        cast(DooritoChannel, self.channel)._restore_tags(tags)
         return []
 
     def restore_unacked_once(self, stderr: Any = None) -> None:
         self._on_collect.cancel()
         self._flush()
         state = self._delivered
-        if getattr(state, "restored", False) or not self.restore_at_shutdown or not self.channel.do_restore:
+        if state is None or getattr(state, "restored", False):
+            return
+        if not self.restore_at_shutdown or not self.channel.do_restore:
             return
         try:
             self.restore_unacked()
@@ -180,10 +185,13 @@ class Channel(stock.Channel):
             self._forget_parent_state()
         if self._dbapi is None:
             fairy = self._engine_from_config().raw_connection()
-            driver = fairy.driver_connection
+            driver = _driver_connection(fairy)
             driver.autocommit = True
             try:
-                pid, started, _ = driver.execute(sql.SESSION_SETUP).fetchone()
+                row = driver.execute(sql.SESSION_SETUP).fetchone()
+                if row is None:
+                    raise psycopg.DataError("the session setup statement returned no row")
+                pid, started, _ = row
             except Exception:
                 fairy.invalidate()
                 raise
@@ -302,7 +310,7 @@ class Channel(stock.Channel):
         buffer = self._buffers.setdefault(queue, deque())
         if not buffer:
             queue_id = self._queue_id(queue)
-            transport = self.connection
+            transport = cast("Transport", self.connection)
             if queue_id in transport.known_empty:
                 raise Empty()
             rows = self._claim(queue_id)
@@ -368,7 +376,7 @@ class Channel(stock.Channel):
             self._restore_buffer(queue)
 
     def _wake_consumer(self) -> None:
-        transport = self.connection
+        transport = cast("Transport | None", self.connection)
         if transport is not None:
             transport.wake()
 
@@ -465,12 +473,28 @@ def _rescue_pass(channel: Channel, options: TransportOptions) -> tuple[int, floa
     return ready, None if next_due is None else float(next_due)
 
 
+# Inside Transport's body the name Channel is its class attribute, not a type.
+DooritoChannel = Channel
+
+
+def _driver_connection(fairy: Any) -> psycopg.Connection:
+    """The psycopg connection behind an SQLAlchemy pool checkout (raises if the pool handed out none)."""
+    connection = fairy.driver_connection
+    if connection is None:
+        raise psycopg.InterfaceError("the engine's pool returned a checkout without a connection")
+    return connection
+
+
 class Transport(stock.Transport):
     """Consumes with LISTEN/NOTIFY wake-ups; polls only as a slow fallback; rescues dead consumers' rows."""
 
     Channel = Channel
     polling_interval = 5.0
-    connection_errors = (SAOperationalError, psycopg.OperationalError, psycopg.InterfaceError)
+    connection_errors: tuple[type[Exception], ...] = (  # type: ignore[assignment]  # kombu's stub narrows it to SQLAlchemy's
+        SAOperationalError,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+    )
     channel_errors = ()
     driver_name = "doorito-postgresql"
 
@@ -516,6 +540,12 @@ class Transport(stock.Transport):
         self.known_empty.clear()
         self._pid = os.getpid()
 
+    def _broker_url(self) -> str:
+        """The database URL the kombu Connection was made with (kombu keeps it as the hostname)."""
+        if self.client is None or not self.client.hostname:
+            raise psycopg.InterfaceError("the transport has no broker URL (no kombu Connection)")
+        return str(self.client.hostname)
+
     def _listen(self) -> psycopg.Connection:
         if os.getpid() != self._pid:
             self._forget_parent_state()
@@ -524,8 +554,8 @@ class Transport(stock.Transport):
             os.set_blocking(self._wake_read, False)
             os.set_blocking(self._wake_write, False)
         if self._listener is None:
-            fairy = engine_for(self.client.hostname, self.options.engine_options).raw_connection()
-            connection = fairy.driver_connection
+            fairy = engine_for(self._broker_url(), self.options.engine_options).raw_connection()
+            connection = _driver_connection(fairy)
             fairy.detach()  # a long-lived LISTEN connection does not count against the pool
             connection.autocommit = True
             try:
@@ -566,8 +596,11 @@ class Transport(stock.Transport):
             if now >= self._next_poll:
                 self.known_empty.clear()
                 self._next_poll = now + self.polling_interval
+            cycle = self.cycle
+            if cycle is None:  # kombu builds it on the first channel; no channel yet means nothing to consume
+                raise Empty()
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                cycle.get(self._deliver, timeout=timeout)
                 return
             except Empty:
                 pass
@@ -628,9 +661,9 @@ class Transport(stock.Transport):
                 with contextlib.suppress(ValueError):
                     self.known_empty.discard(int(notify.extra))
 
-    def _consuming_channel(self) -> Channel | None:
+    def _consuming_channel(self) -> DooritoChannel | None:
         """The open channel that claims (so its session is the claimer the rescue pass keeps current)."""
-        open_channels = [c for c in self.channels if not c.closed]
+        open_channels = [cast(DooritoChannel, c) for c in (self.channels or []) if not c.closed]
         return next((c for c in open_channels if c._consumers), next(iter(open_channels), None))
 
     def _rescue(self) -> float | None:
