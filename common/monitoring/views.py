@@ -6,13 +6,13 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from common.monitoring.services.status import build_status_report
 
 
 @never_cache
-@require_GET
+@require_safe
 def status_json(request: HttpRequest) -> JsonResponse:
     """The status report as JSON: staff session only (401 when not signed in, 403 when not staff)."""
     user = request.user

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import requests
 
-from tests.processes import ManagedProcess, free_port, process_env
+from tests.processes import ManagedProcess, free_port, gunicorn_command, process_env
 
 
 def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **env: str) -> tuple[ManagedProcess, str]:
     """Start `gunicorn boot.wsgi` (one sync worker, Test configuration) and wait until it answers."""
     port = free_port()
-    args = [
-        str(Path(sys.executable).parent / "gunicorn"),
-        "boot.wsgi",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-        "--timeout",
-        "600",
-    ]
+    args = gunicorn_command("--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "600")
     proc = ManagedProcess(
         name,
         args,
