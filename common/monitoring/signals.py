@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from common.monitoring import task_logging  # noqa: F401 - connects the task log receivers
+from common.monitoring.services.schedule_guard import install_schedule_guard
 
 if settings.LOG_FORMAT == "json":
     from common.monitoring.json_logging import configure_json_logging
@@ -19,6 +20,9 @@ if settings.LOG_FORMAT == "json":
     signals.setup_logging.connect(configure_json_logging, weak=False)
 
 logger = logging.getLogger(__name__)
+
+# Before any beat builds its scheduler (which reads every row at construction, before beat_init).
+install_schedule_guard()
 
 _heartbeat = None
 
