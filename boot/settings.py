@@ -140,8 +140,9 @@ class Base(Configuration):
     OUTBOX_DELIVERY_CONCURRENCY = setting(EnvInt, 8)  # parallel HTTP requests per dispatcher
     OUTBOX_CLAIM_ROUNDS = setting(EnvInt, 4)  # one claim leases CONCURRENCY x this many deliveries
     OUTBOX_DELIVER_SOFT_TIME_LIMIT = setting(EnvInt, 120)
-    OUTBOX_SWEEP_INTERVAL_SECONDS = setting(EnvInt, 60)
-    OUTBOX_CLEANUP_INTERVAL_SECONDS = setting(EnvInt, 3600)
+    # The safety net for lost nudges and retries falling due: the transactional nudge is the fast path.
+    OUTBOX_SWEEP_INTERVAL_SECONDS = setting(EnvInt, 300)
+    OUTBOX_CLEANUP_INTERVAL_HOURS = setting(EnvInt, 6)  # crontab at :30 every this many hours (1-24)
     OUTBOX_RETENTION_HOURS = setting(EnvInt, 168)
     WEBHOOK_DISABLE_AFTER_SECONDS = setting(EnvInt, 5 * 24 * 3600)  # failing this long disables an endpoint
     WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = setting(EnvInt, 24 * 3600)
@@ -164,7 +165,7 @@ class Base(Configuration):
     # An upload still `uploading` (or `failed`) this long after it began is cleaned up.
     FILE_UPLOAD_UPLOADING_GRACE_HOURS = setting(EnvInt, 6)
     FILE_UPLOAD_EXPIRY_NOTIFY_HOURS = setting(EnvInt, 1)
-    FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES = setting(EnvInt, 60)
+    FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES = setting(EnvInt, 60)  # a divisor of 60: crontab minute */n
     FILE_UPLOAD_PAGE_SIZE = setting(EnvInt, 50)
     CLEANUP_UPLOADS_INTERVAL_HOURS = setting(EnvInt, 6)
     CLEANUP_UPLOADS_BATCH_SIZE = setting(EnvInt, 1000)

@@ -68,7 +68,7 @@ def configure(config: Any) -> None:
     add_beat_entries(
         config,
         entries={
-            "broker-cleanup": {
+            "cleanup-broker-messages": {
                 "task": "common.broker.tasks.cleanup_broker_messages_task",
                 "schedule": float(config.BROKER_CLEANUP_INTERVAL),
             }

@@ -81,8 +81,6 @@ def _reconcile_schedules(app) -> None:
     from common.monitoring.services.schedule_reconciliation import reconcile_settings_schedules
 
     names = set(app.conf.beat_schedule)
-    if app.conf.result_expires:
-        names.add("celery.backend_cleanup")  # django-celery-beat installs it at every start
     try:
         reconcile_settings_schedules(names=names)
     except Exception as exc:
