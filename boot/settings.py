@@ -13,9 +13,9 @@ from pathlib import Path
 import dj_database_url
 from configurations import Configuration
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Exchange, Queue
 
 from boot.env import Env, EnvBool, EnvFloat, EnvInt, EnvList, setting
+from common.app_conf import resolve_default_queue
 from common.broker import conf as broker_conf
 from common.monitoring import conf as monitoring_conf
 from common.outbox import conf as outbox_conf
@@ -83,6 +83,9 @@ class Base(Configuration):
     # --- Celery (namespace CELERY_) ------------------------------------------
     # Unset means: the same PostgreSQL database as DATABASE_URL (kombu_message table).
     CELERY_BROKER_URL = setting(Env, None)
+    # Redis as an option (pip install -e '.[redis]'): with CELERY_BROKER_URL unset, the broker is this server's
+    # database 1. Unset: PostgreSQL stays the broker.
+    REDIS_URL = setting(Env, None)
     # django-celery-results' database backend, with a batched cleanup (common.monitoring).
     CELERY_RESULT_BACKEND = setting(Env, "common.monitoring.result_backend:BatchedCleanupDatabaseBackend")
     CELERY_TASK_ALWAYS_EAGER = setting(EnvBool, False)
@@ -99,12 +102,13 @@ class Base(Configuration):
     CELERY_TASK_TRACK_STARTED = True
     CELERY_WORKER_HIJACK_ROOT_LOGGER = False
     CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-    CELERY_TASK_DEFAULT_QUEUE = "default"
+    # Where every task routed to "default" (and every unrouted one) goes. CELERY_DEFAULT_QUEUE is the
+    # same switch under its older name (the Redis runtime's table); common/app_conf.py reconciles the two.
+    CELERY_TASK_DEFAULT_QUEUE = setting(Env, "default")
+    CELERY_DEFAULT_QUEUE = setting(Env, None)
     # One direct exchange per queue, so a message routed to one queue never lands in the other.
-    CELERY_TASK_QUEUES = (
-        Queue("high", Exchange("high", type="direct"), routing_key="high"),
-        Queue("default", Exchange("default", type="direct"), routing_key="default"),
-    )
+    # Declared by common.app_conf.resolve_default_queue, once the default queue's name is known.
+    CELERY_TASK_QUEUES: tuple = ()
     # Each app's conf.py routes its own tasks; anything not routed goes to CELERY_TASK_DEFAULT_QUEUE.
     CELERY_TASK_ROUTES: dict = {}
     CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -199,6 +203,7 @@ class Base(Configuration):
             if not getattr(cls, setting_name):
                 raise ImproperlyConfigured(f"{variable} must be set in the {cls.__name__} configuration")
         cls.DATABASES = {"default": cls._database()}
+        resolve_default_queue(cls)  # before any app routes a task to it
         # Each app owns its settings' invariants, beat entries and task routes.
         outbox_conf.configure(cls)
         broker_conf.configure(cls)

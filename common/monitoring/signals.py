@@ -10,6 +10,7 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from common.monitoring import task_logging  # noqa: F401 - connects the task log receivers
+from common.monitoring.services.queue_coverage import unconsumed_queues
 from common.monitoring.services.schedule_guard import install_schedule_guard
 
 if settings.LOG_FORMAT == "json":
@@ -49,6 +50,21 @@ def _start_worker_heartbeat(sender=None, **_kwargs) -> None:
         tasks_done=tasks_finished,
     )
     _heartbeat.start()
+
+
+@signals.celeryd_after_setup.connect
+def _say_what_is_not_consumed(sender=None, instance=None, **_kwargs) -> None:
+    # After -Q is applied, before the consumer starts: the warning lands next to the worker's banner.
+    consumed = list(instance.app.amqp.queues.consume_from)
+    for queue, tasks in unconsumed_queues(app=instance.app, consumed=consumed).items():
+        logger.warning(
+            "this worker does not consume queue %r (it consumes %s): %s wait there for a worker started with -Q %s",
+            queue,
+            ",".join(consumed),
+            ", ".join(tasks),
+            queue,
+            extra={"event": "worker.queue_not_consumed", "queue": queue, "tasks": tasks, "consumed": consumed},
+        )
 
 
 @signals.worker_shutdown.connect

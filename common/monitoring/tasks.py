@@ -2,14 +2,16 @@
 
 import logging
 
-from celery import shared_task
+from celery import Task
+
+from common.task_conventions import doorito_task
 
 logger = logging.getLogger(__name__)
 
 
 # The name predates this module (it lived in common/tasks.py): queued messages and periodic tasks use it.
-@shared_task(name="common.tasks.heartbeat", bind=True)
-def heartbeat(self) -> dict:
+@doorito_task(name="common.tasks.heartbeat")
+def heartbeat(self: Task) -> dict:
     """Smoke test: proves a worker consumes, runs and stores a result."""
     logger.info(
         "celery.heartbeat",

@@ -12,6 +12,7 @@ from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
 
 from common.broker.services.inspection import queue_stats
+from common.broker.services.redis_inspection import is_redis_url, redis_queue_stats
 from common.monitoring.models import BeatInstance, ScheduleFault, WorkerHeartbeat
 from common.outbox.services.health import get_outbox_health
 
@@ -79,6 +80,9 @@ def beat_state(*, now=None) -> dict:
 
 def _queue_stats() -> dict:
     try:
+        if is_redis_url(settings.CELERY_BROKER_URL):
+            names = [queue.name for queue in settings.CELERY_TASK_QUEUES]
+            return {"available": True, "queues": redis_queue_stats(broker_url=settings.CELERY_BROKER_URL, queues=names)}
         return {"available": True, "queues": queue_stats()}
     except Exception as exc:  # a status screen reports what it cannot read instead of failing
         return {"available": False, "error": f"{type(exc).__name__}: {exc}", "queues": []}
