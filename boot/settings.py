@@ -245,6 +245,9 @@ class Dev(Base):
 
 class Test(Base):
     SECRET_KEY = Env("test-secret-key")
+    # Tasks run inline and their exceptions reach the test (CELERY_TASK_EAGER_PROPAGATES). Tests that
+    # start real workers opt out: tests/conftest.py (clean_broker) and tests/processes.py (process_env).
+    CELERY_TASK_ALWAYS_EAGER = setting(EnvBool, True)
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     WEBHOOK_ALLOWED_NETWORKS = setting(EnvList, ["127.0.0.0/8", "::1/128"])  # local receivers
 

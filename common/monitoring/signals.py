@@ -52,11 +52,11 @@ def _start_worker_heartbeat(sender=None, **_kwargs) -> None:
     _heartbeat.start()
 
 
-@signals.celeryd_after_setup.connect
-def _say_what_is_not_consumed(sender=None, instance=None, **_kwargs) -> None:
-    # After -Q is applied, before the consumer starts: the warning lands next to the worker's banner.
-    consumed = list(instance.app.amqp.queues.consume_from)
-    for queue, tasks in unconsumed_queues(app=instance.app, consumed=consumed).items():
+@signals.worker_ready.connect
+def _say_what_is_not_consumed(sender=None, **_kwargs) -> None:
+    # At ready, every app's tasks are registered and -Q is applied.
+    consumed = list(sender.app.amqp.queues.consume_from)
+    for queue, tasks in unconsumed_queues(app=sender.app, consumed=consumed).items():
         logger.warning(
             "this worker does not consume queue %r (it consumes %s): %s wait there for a worker started with -Q %s",
             queue,

@@ -170,7 +170,7 @@ def test_serialization_json_only_utc_and_started_tracking():
     assert app.conf.task_time_limit == 300 and app.conf.task_soft_time_limit == 240
 
 
-def test_dev_runs_tasks_eagerly_and_test_does_not():
+def test_dev_and_test_run_tasks_eagerly_and_propagate_errors():
     report = subprocess.run(
         [
             sys.executable,
@@ -188,4 +188,5 @@ def test_dev_runs_tasks_eagerly_and_test_does_not():
         check=True,
     )
     assert report.stdout.split() == ["True", "True", "True"]
-    assert settings.CELERY_TASK_ALWAYS_EAGER is False
+    # Test runs tasks inline and propagates their errors; tests that start real workers opt out.
+    assert settings.CELERY_TASK_ALWAYS_EAGER is True and settings.CELERY_TASK_EAGER_PROPAGATES is True

@@ -8,8 +8,10 @@ from celery import Celery
 
 
 def unconsumed_queues(*, app: Celery, consumed: Iterable[str]) -> dict[str, list[str]]:
-    """{queue: [task names routed there]} for every queue tasks are routed to that `consumed` lacks."""
-    app.loader.import_default_modules()
+    """{queue: [task names routed there]} for every queue tasks are routed to that `consumed` lacks.
+
+    Looks at the tasks `app` has registered: call it once the worker has imported every app's tasks.
+    """
     consumed = set(consumed)
     missing: dict[str, list[str]] = {}
     for name in sorted(app.tasks):
