@@ -30,7 +30,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 # Installs the exact pins of pyproject.toml; re-runs whenever pyproject.toml changes.
+# Node.js and npm run the official tus-js-client in tests/portal (its packages come from `npm ci` on first use,
+# pinned by tests/portal/tus_client/package-lock.json); Debian's packages on a fresh machine (CI runs as root).
 $(STAMP): pyproject.toml
+	command -v npm >/dev/null 2>&1 || (apt-get update && apt-get install -y --no-install-recommends nodejs npm)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

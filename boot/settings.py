@@ -9,6 +9,7 @@ one takes effect.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from configurations import Configuration
@@ -171,8 +172,29 @@ class Base(Configuration):
     FILE_UPLOAD_EXPIRY_NOTIFY_HOURS = setting(EnvInt, 1)
     FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES = setting(EnvInt, 60)  # a divisor of 60: crontab minute */n
     FILE_UPLOAD_PAGE_SIZE = setting(EnvInt, 50)
+    # tus (resumable) uploads: an unfinished one expires this long after its last PATCH.
+    FILE_UPLOAD_RESUMABLE_EXPIRY_HOURS = setting(EnvInt, 24)
+    # Unfinished tus uploads (partial ones included) one user may have at a time.
+    FILE_UPLOAD_MAX_ACTIVE_UPLOADS = setting(EnvInt, 20)
+    # A long PATCH commits its offset (after an fsync) every this many bytes, so a crash loses at most that.
+    FILE_UPLOAD_RESUMABLE_CHECKPOINT_BYTES = setting(EnvInt, 64 * 1024 * 1024)
     CLEANUP_UPLOADS_INTERVAL_HOURS = setting(EnvInt, 6)
     CLEANUP_UPLOADS_BATCH_SIZE = setting(EnvInt, 1000)
+    # Where stored files live: "local" (MEDIA_ROOT/uploads) or "s3" (an S3-compatible bucket, via django-storages).
+    FILE_STORAGE_BACKEND = setting(Env, "local")
+    FILE_STORAGE_S3_BUCKET = setting(Env, None)
+    FILE_STORAGE_S3_ENDPOINT_URL = setting(Env, None)  # unset: AWS; else MinIO, Ceph, R2... (http(s)://host:port)
+    FILE_STORAGE_S3_REGION = setting(Env, None)
+    # Unset: boto3's own chain (AWS_* environment, shared config, instance or task role).
+    FILE_STORAGE_S3_ACCESS_KEY_ID = setting(Env, None)
+    FILE_STORAGE_S3_SECRET_ACCESS_KEY = setting(Env, None)
+    FILE_STORAGE_S3_PREFIX = setting(Env, "")  # key prefix inside the bucket, e.g. "doorito/"
+    FILE_STORAGE_S3_ADDRESSING_STYLE = setting(Env, "auto")  # "auto", "path" (most S3-compatibles) or "virtual"
+    # Multipart part size (S3's minimum is 5 MiB); memory per finishing upload is about this x the concurrency.
+    FILE_STORAGE_S3_PART_SIZE = setting(EnvInt, 8 * 1024 * 1024)
+    FILE_STORAGE_S3_CONCURRENCY = setting(EnvInt, 4)  # parts sent in parallel per upload
+    FILE_STORAGE_S3_MAX_ATTEMPTS = setting(EnvInt, 3)  # per S3 request, retries included
+    FILE_STORAGE_S3_TIMEOUT = setting(EnvFloat, 30.0)  # seconds, connect and read, per S3 request
 
     # --- Operations (common.monitoring) --------------------------------------
     # A standby beat takes over at most this many seconds after the leader dies (even by kill -9
@@ -187,6 +209,8 @@ class Base(Configuration):
     LOG_FORMAT = setting(Env, "text")  # "text" (human-readable) or "json" (one object per line)
     RESULT_CLEANUP_INTERVAL = setting(EnvInt, 3600)  # seconds between beat-scheduled celery.backend_cleanup
     RESULT_CLEANUP_BATCH_SIZE = setting(EnvInt, 1000)  # results deleted per transaction
+    # Bearer token Prometheus sends to GET /metrics; unset means the endpoint is disabled (404).
+    METRICS_TOKEN = setting(Env, None)
 
     LOGGING = {
         "version": 1,
@@ -219,7 +243,7 @@ class Base(Configuration):
     REQUIRED_VARIABLES: dict = {}
 
     @classmethod
-    def _database(cls) -> dict:
+    def _database(cls) -> dict[str, Any]:
         url = cls.DATABASE_URL
         if not url:
             from common.embedded_postgres import EmbeddedPostgres
@@ -233,7 +257,7 @@ class Base(Configuration):
             raise ImproperlyConfigured(
                 f"DATABASE_URL: must be a PostgreSQL URL such as postgresql://user@host:5432/db, got {url!r}"
             )
-        return config
+        return dict(config)
 
 
 class Dev(Base):

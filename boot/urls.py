@@ -8,6 +8,7 @@ urlpatterns = [
     path("healthz", probes.healthz, name="healthz"),
     path("readyz", probes.readyz, name="readyz"),
     path("ops/status", monitoring_views.status_json, name="ops-status"),
+    path("metrics", monitoring_views.metrics, name="metrics"),
     # Before admin.site.urls so the admin's catch-all does not claim it; admin_view means staff only.
     path("admin/status/", admin.site.admin_view(monitoring_views.status_page), name="ops-status-page"),
     path("admin/", admin.site.urls),

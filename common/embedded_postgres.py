@@ -17,13 +17,22 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 
+
 # Located without importing pgserver, whose import has side effects we don't need.
-POSTGRES_BIN_PATH = Path(importlib.util.find_spec("pgserver").submodule_search_locations[0]) / "pginstall" / "bin"
+def _pgserver_dir() -> Path:
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("pgserver is not installed: it provides the embedded PostgreSQL binaries")
+    return Path(spec.submodule_search_locations[0])
+
+
+POSTGRES_BIN_PATH = _pgserver_dir() / "pginstall" / "bin"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = PROJECT_DIR / ".pgdata"
 # PostgreSQL refuses to run as root; as root we run it as this system user.
@@ -127,11 +136,15 @@ class EmbeddedPostgres:
     def _pg_ctl(self, *args: str) -> None:
         self._run([self._bin("pg_ctl"), "-D", str(self.cluster_dir), *args])
 
-    def _run(self, cmd: list[str], *, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(self, cmd: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
         # As root, drop to the server user and its group only: root's group would
         # otherwise deny access to directories like 0701 /tmp/pytest-of-root.
-        as_user = {"user": SERVER_USER, "group": SERVER_USER, "extra_groups": []} if os.geteuid() == 0 else {}
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False, **as_user)
+        if os.geteuid() == 0:
+            result = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, user=SERVER_USER, group=SERVER_USER, extra_groups=[]
+            )
+        else:
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if check and result.returncode != 0:
             log = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
             raise RuntimeError(f"{' '.join(cmd)} failed: {result.stderr.strip()}\n{log}")
@@ -153,7 +166,7 @@ class EmbeddedPostgres:
             parent.chmod(parent.stat().st_mode | 0o001)
 
     @contextmanager
-    def _lock(self):
+    def _lock(self) -> Iterator[None]:
         with open(self.base_dir / "start.lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:

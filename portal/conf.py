@@ -8,7 +8,10 @@ from typing import Any
 from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
-from common.app_conf import add_beat_entries, route_tasks
+from common.app_conf import add_beat_entries, require_at_least, route_tasks
+
+# S3's smallest allowed part of a multipart upload (all but the last part).
+S3_MIN_PART_SIZE = 5 * 1024 * 1024
 
 TASK_QUEUES = {
     "portal.tasks.cleanup_expired_upload_files_task": "default",
@@ -33,11 +36,7 @@ def configure(config: Any) -> None:
     config.STORAGES = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-        # No base_url: nothing links to these files directly.
-        "uploads": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(media_root / "uploads"), "base_url": None},
-        },
+        "uploads": _uploads_storage(config, media_root=media_root),
     }
     route_tasks(config, queues=TASK_QUEUES)
     add_beat_entries(
@@ -55,3 +54,43 @@ def configure(config: Any) -> None:
             },
         },
     )
+
+
+def _uploads_storage(config: Any, *, media_root: Path) -> dict[str, Any]:
+    """The STORAGES entry for stored files: the local disk, or the S3 bucket after checking its settings."""
+    if config.FILE_STORAGE_BACKEND == "local":
+        # No base_url: nothing links to these files directly.
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(media_root / "uploads"), "base_url": None},
+        }
+    if config.FILE_STORAGE_BACKEND != "s3":
+        raise ImproperlyConfigured(f'FILE_STORAGE_BACKEND: "local" or "s3", got {config.FILE_STORAGE_BACKEND!r}')
+    if not config.FILE_STORAGE_S3_BUCKET:
+        raise ImproperlyConfigured("FILE_STORAGE_S3_BUCKET must be set when FILE_STORAGE_BACKEND=s3")
+    style = config.FILE_STORAGE_S3_ADDRESSING_STYLE
+    if style not in ("auto", "path", "virtual"):
+        raise ImproperlyConfigured(f'FILE_STORAGE_S3_ADDRESSING_STYLE: "auto", "path" or "virtual", got {style!r}')
+    require_at_least(config, names=("FILE_STORAGE_S3_PART_SIZE",), minimum=S3_MIN_PART_SIZE)
+    require_at_least(config, names=("FILE_STORAGE_S3_CONCURRENCY", "FILE_STORAGE_S3_MAX_ATTEMPTS"), minimum=1)
+    if not 0 < config.FILE_STORAGE_S3_TIMEOUT < float("inf"):  # also refuses nan
+        raise ImproperlyConfigured(f"FILE_STORAGE_S3_TIMEOUT: seconds > 0, got {config.FILE_STORAGE_S3_TIMEOUT}")
+    return {
+        "BACKEND": "portal.services.storage.S3UploadStorage",
+        "OPTIONS": {
+            "bucket_name": config.FILE_STORAGE_S3_BUCKET,
+            "endpoint_url": config.FILE_STORAGE_S3_ENDPOINT_URL,
+            "region_name": config.FILE_STORAGE_S3_REGION,
+            "access_key": config.FILE_STORAGE_S3_ACCESS_KEY_ID,
+            "secret_key": config.FILE_STORAGE_S3_SECRET_ACCESS_KEY,
+            "location": config.FILE_STORAGE_S3_PREFIX.strip("/"),
+            "addressing_style": style,
+            "part_size": config.FILE_STORAGE_S3_PART_SIZE,
+            "concurrency": config.FILE_STORAGE_S3_CONCURRENCY,
+            "max_attempts": config.FILE_STORAGE_S3_MAX_ATTEMPTS,
+            "timeout": config.FILE_STORAGE_S3_TIMEOUT,
+            # Names are server-generated and never clash; the bucket stays private (no ACL, no public URLs).
+            "file_overwrite": True,
+            "default_acl": None,
+        },
+    }

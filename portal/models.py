@@ -44,6 +44,36 @@ class UploadFile(models.Model):
         return f"{self.original_filename} ({self.id})"
 
 
+class ResumableUpload(models.Model):
+    """The tus (resumable) state of an upload; its UploadFile stays `uploading` until the last byte is stored."""
+
+    class Concat(models.TextChoices):
+        NONE = ""
+        PARTIAL = "partial"  # one piece of a parallel upload: never a file by itself
+        FINAL = "final"  # assembled from partial uploads when created
+
+    file = models.OneToOneField(UploadFile, primary_key=True, on_delete=models.CASCADE, related_name="resumable")
+    # Bytes durably in the staging file (fsynced before this was committed): HEAD never reports more.
+    offset = models.BigIntegerField(default=0)
+    # Null until a deferred length is declared (creation-defer-length).
+    length = models.BigIntegerField(null=True, blank=True)
+    concat = models.CharField(max_length=8, choices=Concat.choices, blank=True, default=Concat.NONE)
+    # The Upload-Concat header of a final upload, answered as sent by HEAD.
+    concat_header = models.TextField(blank=True, default="")
+    # The client's Upload-Metadata header, answered as sent by HEAD.
+    metadata = models.TextField(blank=True, default="")
+    ttl_hours = models.PositiveIntegerField()
+    client_sha256 = models.CharField(max_length=64, blank=True, default="")
+    # FILE_UPLOAD_RESUMABLE_EXPIRY_HOURS after the last PATCH: then cleanup removes the unfinished upload.
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="portal_resumable_expires")]
+
+    def __str__(self) -> str:
+        return f"{self.file_id} at {self.offset}/{self.length}"
+
+
 class ApiToken(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100, blank=True, default="")

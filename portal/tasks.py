@@ -7,7 +7,7 @@ from portal.services.lifecycle import cleanup_expired_uploads, notify_expiring_f
 
 
 @doorito_task(name="portal.tasks.cleanup_expired_upload_files_task")
-def cleanup_expired_upload_files_task(self: Task) -> dict:
+def cleanup_expired_upload_files_task(self: Task) -> dict[str, int]:
     """Remove up to CLEANUP_UPLOADS_BATCH_SIZE expired or stuck uploads; re-enqueue while more remain."""
     result = cleanup_expired_uploads()
     if result["remaining"] and result["deleted"]:

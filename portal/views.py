@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
+from typing import IO
 
 from django.conf import settings
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
@@ -11,6 +12,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from portal.models import UploadFile
+from portal.services.api_description import openapi_document
 from portal.services.errors import UploadRejected
 from portal.services.file_access import get_owned_upload, is_expired, open_for_download, owned_uploads
 from portal.services.removal import delete_upload
@@ -76,15 +78,19 @@ def files(request: HttpRequest):
     if request.method == "POST":
         return _upload(request)
     try:
-        size = min(int(request.GET.get("page_size", settings.FILE_UPLOAD_PAGE_SIZE)), MAX_PAGE_SIZE)
-        if size < 1:
+        size = int(request.GET.get("page_size", min(settings.FILE_UPLOAD_PAGE_SIZE, MAX_PAGE_SIZE)))
+        if not 1 <= size <= MAX_PAGE_SIZE:  # refused, not clamped: a client must not miss files silently
             raise ValueError
     except ValueError:
         return error("invalid_page_size", f"page_size must be between 1 and {MAX_PAGE_SIZE}.", 400)
     paginator = Paginator(owned_uploads(owner=request.user), size)
     try:
         page = paginator.page(request.GET.get("page", 1))
-    except (EmptyPage, PageNotAnInteger):
+    except PageNotAnInteger:
+        return error("invalid_page", "page must be a whole number from 1.", 400)
+    except EmptyPage:  # the paginator already parsed `page` as a whole number
+        if int(request.GET["page"]) > paginator.num_pages:  # past the end: a missing resource, not bad input
+            return error("page_not_found", f"There are {paginator.num_pages} page(s).", 404)
         return error("invalid_page", f"page must be between 1 and {paginator.num_pages}.", 400)
     return JsonResponse(
         {
@@ -97,11 +103,14 @@ def files(request: HttpRequest):
     )
 
 
-def _upload(request: HttpRequest):
-    # A chunked body (no Content-Length) is only readable straight from the server's input stream.
+def body_stream(request: HttpRequest) -> IO[bytes]:
+    """The request body to stream from: a chunked body (no Content-Length) only reads from the server's input."""
     chunked = not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated")
-    stream = request.META["wsgi.input"] if chunked else request
-    upload = receive_upload(owner=request.user, meta=request.META, stream=stream, params=request.GET)
+    return request.META["wsgi.input"] if chunked else request
+
+
+def _upload(request: HttpRequest):
+    upload = receive_upload(owner=request.user, meta=request.META, stream=body_stream(request), params=request.GET)
     response = JsonResponse(file_json(upload), status=201)
     response["Location"] = f"{request.path.rstrip('/')}/{upload.id}"
     return response
@@ -138,3 +147,11 @@ def file_download(request: HttpRequest, file_id: str):
 def unknown_endpoint(request: HttpRequest) -> JsonResponse:
     """Any other path under /api/: a JSON 404 with a stable code, whatever the method or token."""
     return error("unknown_endpoint", f"No API endpoint at {request.path}.", 404)
+
+
+@csrf_exempt
+def openapi_json(request: HttpRequest) -> JsonResponse:
+    """The API's OpenAPI 3.1 document (portal/openapi.json); public, like any API description."""
+    if request.method not in ("GET", "HEAD"):
+        return error("method_not_allowed", "Use GET, HEAD.", 405, Allow="GET, HEAD")
+    return JsonResponse(openapi_document())

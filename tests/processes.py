@@ -118,9 +118,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def gunicorn_command(*args: str) -> list[str]:
-    """`gunicorn boot.wsgi` without the control socket, which every gunicorn on a host would share by default."""
-    return [str(BIN_DIR / "gunicorn"), "boot.wsgi", "--no-control-socket", *args]
+def gunicorn_command(*args: str, app: str = "boot.wsgi") -> list[str]:
+    """`gunicorn <app>` without the control socket, which every gunicorn on a host would share by default."""
+    return [str(BIN_DIR / "gunicorn"), app, "--no-control-socket", *args]
 
 
 def celery_command(*args: str) -> list[str]:

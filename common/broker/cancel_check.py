@@ -7,10 +7,13 @@ signal handler cannot stop a task (Celery logs and swallows its exceptions).
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery import Task
 from celery.exceptions import Ignore
 
 
-def skip_if_cancelled(task, task_id, args, kwargs) -> None:
+def skip_if_cancelled(task: Task, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Raise Ignore (state REVOKED) if `task_id` was cancelled with broker_cancel after a worker claimed it."""
     if task.request.is_eager:  # an eager task never went through the broker: nothing could have marked it
         return

@@ -1,6 +1,9 @@
 """Read-only admin views of what processes report; the status page itself is routed in boot/urls.py."""
 
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from common.monitoring.models import BeatInstance, ScheduleFault, SettingsScheduleEntry, WorkerHeartbeat
 
@@ -8,13 +11,13 @@ from common.monitoring.models import BeatInstance, ScheduleFault, SettingsSchedu
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows written by the processes themselves: an operator reads them, never edits them."""
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # stale rows age out after MONITORING_RETENTION
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
-from celery import signals
+from celery import Celery, signals
 from django.conf import settings
 from django.db import close_old_connections
 
@@ -37,7 +38,7 @@ def tasks_finished() -> int:
 
 
 @signals.worker_ready.connect
-def _start_worker_heartbeat(sender=None, **_kwargs) -> None:
+def _start_worker_heartbeat(sender: Any = None, **_kwargs: Any) -> None:
     global _heartbeat
     if _heartbeat is not None:  # worker_ready fires again after a broker reconnect
         return
@@ -53,7 +54,7 @@ def _start_worker_heartbeat(sender=None, **_kwargs) -> None:
 
 
 @signals.worker_ready.connect
-def _say_what_is_not_consumed(sender=None, **_kwargs) -> None:
+def _say_what_is_not_consumed(sender: Any = None, **_kwargs: Any) -> None:
     # At ready, every app's tasks are registered and -Q is applied.
     consumed = list(sender.app.amqp.queues.consume_from)
     for queue, tasks in unconsumed_queues(app=sender.app, consumed=consumed).items():
@@ -68,13 +69,13 @@ def _say_what_is_not_consumed(sender=None, **_kwargs) -> None:
 
 
 @signals.worker_shutdown.connect
-def _stop_worker_heartbeat(sender=None, **_kwargs) -> None:
+def _stop_worker_heartbeat(sender: Any = None, **_kwargs: Any) -> None:
     if _heartbeat is not None:
         _heartbeat.stop()
 
 
 @signals.beat_init.connect
-def _guard_beat(sender=None, **_kwargs) -> None:
+def _guard_beat(sender: Any = None, **_kwargs: Any) -> None:
     # Celery's Signal.send logs and swallows a receiver's Exception, so an unguarded beat would carry on
     # and dispatch next to the leader. Fail closed: SystemExit is not an Exception, so it ends the process.
     try:
@@ -91,7 +92,7 @@ def _guard_beat(sender=None, **_kwargs) -> None:
         raise SystemExit(f"beat leadership guard could not be installed: {exc!r}") from exc
 
 
-def _reconcile_schedules(app) -> None:
+def _reconcile_schedules(app: Celery) -> None:
     # Only the leader reconciles (an old-version standby during a rolling deploy must not undo the new
     # version's schedule), and a failure here must never stop dispatching: log it and carry on.
     from common.monitoring.services.schedule_reconciliation import reconcile_settings_schedules

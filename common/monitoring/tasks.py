@@ -11,7 +11,7 @@ logger = logging.getLogger(__name__)
 
 # The name predates this module (it lived in common/tasks.py): queued messages and periodic tasks use it.
 @doorito_task(name="common.tasks.heartbeat")
-def heartbeat(self: Task) -> dict:
+def heartbeat(self: Task) -> dict[str, bool]:
     """Smoke test: proves a worker consumes, runs and stores a result."""
     logger.info(
         "celery.heartbeat",

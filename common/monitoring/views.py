@@ -1,14 +1,21 @@
-"""The status report as JSON (for scripts and dashboards) and as a staff-only admin page."""
+"""The status report as JSON (for scripts and dashboards), as a staff-only admin page, and as Prometheus metrics."""
 
 from __future__ import annotations
 
+import hmac
+
+from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from common.monitoring.services.metrics import build_registry
 from common.monitoring.services.status import build_status_report
+
+_metrics_registry = build_registry()
 
 
 @never_cache
@@ -32,3 +39,18 @@ def status_page(request: HttpRequest) -> HttpResponse:
         "report": build_status_report(),
     }
     return TemplateResponse(request, "monitoring/status.html", context)
+
+
+@never_cache
+@require_safe
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text format for 'Authorization: Bearer <METRICS_TOKEN>'; 404 while METRICS_TOKEN is unset."""
+    token = settings.METRICS_TOKEN
+    if not token:
+        return JsonResponse({"error": "metrics are disabled: set METRICS_TOKEN to enable /metrics"}, status=404)
+    scheme, _, sent = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(sent.strip().encode(), token.encode()):
+        response = JsonResponse({"error": "send 'Authorization: Bearer <METRICS_TOKEN>'"}, status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return HttpResponse(generate_latest(_metrics_registry), content_type=CONTENT_TYPE_LATEST)

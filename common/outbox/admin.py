@@ -5,8 +5,12 @@ Every write goes through common.services; the admin only collects input and repo
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from common.outbox.models import DeliveryAttempt, OutboxEvent, WebhookDelivery, WebhookEndpoint
 from common.outbox.services.emit import send_test_event
@@ -24,13 +28,13 @@ from common.outbox.services.subscriptions import validate_event_type_pattern
 
 
 class ReadOnlyAdminMixin:
-    def has_add_permission(self, request, obj=None):
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -59,7 +63,7 @@ class WebhookEndpointForm(forms.ModelForm):
         model = WebhookEndpoint
         fields = ("url", "description", "event_types")
 
-    def clean_url(self):
+    def clean_url(self) -> str:
         try:
             check_url(url=self.cleaned_data["url"])
             check_resolved_url(url=self.cleaned_data["url"])
@@ -67,7 +71,7 @@ class WebhookEndpointForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from None
         return self.cleaned_data["url"]
 
-    def clean_event_types(self):
+    def clean_event_types(self) -> list[str]:
         value = self.cleaned_data["event_types"] or []
         if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
             raise forms.ValidationError('a JSON list of event types, e.g. ["file.*", "user.created"]')
@@ -88,7 +92,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     readonly_fields = ("masked_secret", "is_active", "disabled_reason", "disabled_at", "failing_since", "created_at")
     actions = ["rotate_secret_action", "send_test_event_action", "reenable_action", "disable_action"]
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         data = form.cleaned_data
         if change:
             update_endpoint(
@@ -100,24 +104,24 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         # The only time the full secret is shown; afterwards the admin masks it.
         self.message_user(request, f"Signing secret (copy it now, it is shown once): {endpoint.secret}")
 
-    def delete_model(self, request, obj):
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
         # Deleting would cascade to the delivery history; disabling keeps it.
         disable_endpoint(endpoint_id=obj.pk, reason="deleted from the admin")
         self.message_user(request, "Endpoint disabled instead of deleted, to keep its delivery history.")
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
     # Every action needs the change permission: Django offers an action without `permissions` to
     # anyone who can open the list, and rotating shows the new secret.
     @admin.action(description="Rotate secret (old one keeps signing during the grace period)", permissions=["change"])
-    def rotate_secret_action(self, request, queryset):
+    def rotate_secret_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for endpoint in queryset:
             rotated = rotate_secret(endpoint_id=endpoint.pk)
             self.message_user(request, f"{rotated.url}: new secret {rotated.secret}")
 
     @admin.action(description="Send test event", permissions=["change"])
-    def send_test_event_action(self, request, queryset):
+    def send_test_event_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         queued = 0
         for endpoint in queryset:
             try:
@@ -130,7 +134,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             self.message_user(request, f"Queued a webhook.test event to {queued} endpoint(s).")
 
     @admin.action(description="Re-enable", permissions=["change"])
-    def reenable_action(self, request, queryset):
+    def reenable_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for endpoint in queryset:
             reenable_endpoint(endpoint_id=endpoint.pk)
         self.message_user(
@@ -138,7 +142,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
         )
 
     @admin.action(description="Disable", permissions=["change"])
-    def disable_action(self, request, queryset):
+    def disable_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         for endpoint in queryset:
             disable_endpoint(endpoint_id=endpoint.pk, reason=f"disabled from the admin by {request.user}")
         self.message_user(request, f"Disabled {queryset.count()} endpoint(s).")
@@ -161,18 +165,18 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     inlines = [AttemptInline]
     actions = ["retry_now_action", "replay_action"]
 
-    def has_replay_permission(self, request) -> bool:
+    def has_replay_permission(self, request: HttpRequest) -> bool:
         # Deliveries are read-only in the admin, so "change" cannot be the model admin's own permission;
         # sending again is still a change to the delivery, so it needs the model's change permission.
         return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
 
     @admin.action(description="Retry now (pending deliveries)", permissions=["replay"])
-    def retry_now_action(self, request, queryset):
+    def retry_now_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         count = retry_now(delivery_ids=list(queryset.values_list("id", flat=True)))
         self.message_user(request, f"{count} pending delivery(ies) due now.")
 
     @admin.action(description="Replay (delivered or failed deliveries, same webhook-id)", permissions=["replay"])
-    def replay_action(self, request, queryset):
+    def replay_action(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         count = replay_deliveries(delivery_ids=list(queryset.values_list("id", flat=True)))
         level = messages.SUCCESS if count else messages.WARNING
         self.message_user(request, f"{count} delivery(ies) queued again.", level)

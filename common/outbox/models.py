@@ -82,6 +82,14 @@ class DeliveryStatus(models.TextChoices):
 TERMINAL_STATUSES = (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)
 
 
+def max_length_of(model: type[models.Model], field_name: str) -> int:
+    """The max_length of a model's text field, so input is refused before the database would refuse it."""
+    field = model._meta.get_field(field_name)
+    if not isinstance(field, models.Field) or field.max_length is None:
+        raise TypeError(f"{model.__name__}.{field_name} has no max_length")
+    return field.max_length
+
+
 def lease_is_free(*, now: datetime) -> Q:
     """Deliveries no dispatcher holds a live lease on: never leased, or their lease has expired."""
     # An expired lease belongs to a dispatcher that crashed or overran: taking the row over is safe
@@ -131,6 +139,8 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["-attempted_at"]
+        # The metrics scrape reads the last 5 minutes of attempts.
+        indexes = [models.Index(fields=["attempted_at"], name="attempt_attempted_at")]
 
     def __str__(self) -> str:
         return f"attempt on delivery {self.delivery_id} at {self.attempted_at:%Y-%m-%d %H:%M:%S} ({self.status_code})"

@@ -19,11 +19,17 @@ class UploadRejected(Exception):
 _OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
+class StorageUnavailable(OSError):
+    """The object storage (S3) could not be reached or refused the request; retrying later may work."""
+
+
 class StorageFailed(UploadRejected):
-    """The server could not write or move the bytes: 507 when out of space, else 500; never the client's fault."""
+    """The server could not write or move the bytes: 503 storage unreachable, 507 out of space, else 500."""
 
     def __init__(self, exc: OSError) -> None:
-        if exc.errno in _OUT_OF_SPACE:
+        if isinstance(exc, StorageUnavailable):
+            super().__init__("storage_unavailable", "The file storage cannot be reached; try again later.", status=503)
+        elif exc.errno in _OUT_OF_SPACE:
             super().__init__("storage_full", "The server has no room to store this file; try again later.", status=507)
         else:
             # The OS detail (paths, errno) stays in the server log, not in the response.

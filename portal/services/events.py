@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from common.outbox.models import OutboxEvent
 from common.outbox.services.emit import emit_event
 from portal.models import UploadFile
 
@@ -20,7 +21,7 @@ def file_event_payload(*, upload: UploadFile) -> dict:
     }
 
 
-def emit_file_event(*, event_type: str, upload: UploadFile):
+def emit_file_event(*, event_type: str, upload: UploadFile) -> OutboxEvent:
     """Write `event_type` for `upload` into the caller's transaction, at most once per file and type."""
     return emit_event(
         event_type=event_type,

@@ -23,7 +23,11 @@ def _cleanup_candidates(*, now: datetime) -> Q:
         Q(status=UploadFile.Status.STORED, expires_at__lte=now)
         # Marked by a run (or a delete) that did not get to finish.
         | Q(status=UploadFile.Status.EXPIRED)
-        | Q(status__in=[UploadFile.Status.UPLOADING, UploadFile.Status.FAILED], created_at__lte=stuck_since)
+        | Q(status=UploadFile.Status.FAILED, created_at__lte=stuck_since)
+        # A single-request upload streams in one request: stuck once the grace period has passed.
+        | Q(status=UploadFile.Status.UPLOADING, resumable__isnull=True, created_at__lte=stuck_since)
+        # A tus upload may rightly take days: it expires FILE_UPLOAD_RESUMABLE_EXPIRY_HOURS after its last PATCH.
+        | Q(status__in=[UploadFile.Status.UPLOADING, UploadFile.Status.FAILED], resumable__expires_at__lte=now)
     )
 
 
@@ -34,7 +38,8 @@ def cleanup_expired_uploads(*, now: datetime | None = None, limit: int | None = 
     with transaction.atomic():
         # skip_locked: a concurrent run (or a request finishing an upload) keeps what it holds.
         batch = list(
-            UploadFile.objects.select_for_update(skip_locked=True)
+            # of=("self",): the join to the tus state is nullable, and only the upload row is claimed.
+            UploadFile.objects.select_for_update(skip_locked=True, of=("self",))
             .filter(_cleanup_candidates(now=now))
             # Rows whose removal failed go last, least recently failed first: one file that cannot be
             # deleted never starves the others, and is still retried by every run that has room.

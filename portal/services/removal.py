@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
-from django.core.files.storage import storages
+from django.core.files.storage import Storage, storages
 from django.db import transaction
 from django.utils import timezone
 
@@ -31,7 +31,7 @@ class Removal(enum.StrEnum):
     SKIPPED = "skipped"  # still uploading (or a failed upload being removed): not the owner's to delete
 
 
-def upload_storage():
+def upload_storage() -> Storage:
     """The storage uploads live in (STORAGES["uploads"])."""
     return storages["uploads"]
 

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from portal.models import ApiToken
@@ -25,7 +25,7 @@ def hash_token(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
 
 
-def create_api_token(*, user: AbstractBaseUser, name: str = "") -> IssuedToken:
+def create_api_token(*, user: User, name: str = "") -> IssuedToken:
     """Create a token for `user`; the plaintext exists only in the returned value."""
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(

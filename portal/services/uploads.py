@@ -9,96 +9,36 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
-import logging
-import re
-import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import IO
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files import File
 from django.core.files.uploadhandler import FileUploadHandler
-from django.db import transaction
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from django.utils import timezone
 
 from portal.models import UploadFile
 from portal.services.content_types import SNIFF_BYTES, check_content_type, sniff_content_type
-from portal.services.errors import StorageFailed, UploadRejected
-from portal.services.events import emit_file_event
+from portal.services.errors import UploadRejected
 from portal.services.filenames import validate_display_filename
-from portal.services.removal import delete_upload_bytes, staging_path, upload_storage
+from portal.services.removal import staging_path
+from portal.services.request_body import ClientGone, ClientStream
+from portal.services.staged_uploads import (
+    StagedContent,
+    begin_upload,
+    discard_upload,
+    storage_failed,
+    store_staged_upload,
+)
+from portal.services.upload_options import parse_client_sha256, parse_ttl_hours
 
 FILE_FIELD = "file"
 # Room for the multipart envelope (boundaries, part headers, small fields) on top of the file itself.
 ENVELOPE_BYTES = 1024 * 1024
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-logger = logging.getLogger(__name__)
-
-try:  # gunicorn reports broken chunked framing with its own (non-OSError) exceptions
-    from gunicorn.http.errors import ParseException as _FramingError
-except ImportError:  # pragma: no cover - another WSGI server
-    _FramingError = OSError
-
-# What reading the request body raises when the client goes away or sends broken framing:
-# OSError covers Django's UnreadablePostError, gunicorn's NoMoreData, resets and socket timeouts.
-_CLIENT_READ_ERRORS = (OSError, _FramingError)
-
-
-def parse_ttl_hours(*, raw: str | None) -> int:
-    """The TTL in hours a client asked for (default FILE_UPLOAD_TTL_HOURS); raises UploadRejected if invalid."""
-    if raw is None or raw == "":
-        return settings.FILE_UPLOAD_TTL_HOURS
-    try:
-        hours = int(raw)
-    except ValueError:
-        raise UploadRejected("invalid_ttl", "ttl_hours must be a whole number of hours.") from None
-    if not 1 <= hours <= settings.FILE_UPLOAD_MAX_TTL_HOURS:
-        raise UploadRejected("invalid_ttl", f"ttl_hours must be between 1 and {settings.FILE_UPLOAD_MAX_TTL_HOURS}.")
-    return hours
-
-
-def parse_client_sha256(*, raw: str | None) -> str | None:
-    """The client's SHA-256 (hex, any case) or None; raises UploadRejected if malformed."""
-    if raw is None or raw == "":
-        return None
-    value = raw.strip().lower()
-    if not _SHA256.fullmatch(value):
-        raise UploadRejected("invalid_checksum", "sha256 must be 64 hexadecimal characters.")
-    return value
-
-
-class _ClientGone(Exception):
-    """Reading the request body failed: the client's side, whatever the exception was."""
-
-
-class _ClientStream:
-    """The request body, read-only; a failed read becomes _ClientGone, so an OSError elsewhere is the server's."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-
-    def read(self, *args) -> bytes:
-        try:
-            return self._stream.read(*args)
-        except _CLIENT_READ_ERRORS as exc:
-            raise _ClientGone(str(exc) or type(exc).__name__) from exc
-
-
-class _StagedFile(File):
-    """A fully received upload on local disk; storages move (or stream) it from its path."""
-
-    def __init__(self, path, name: str) -> None:
-        super().__init__(open(path, "rb"), name=name)  # noqa: SIM115 - closed by the caller
-        self._path = str(path)
-
-    def temporary_file_path(self) -> str:
-        return self._path
 
 
 class _StreamingParser(MultiPartParser):
@@ -111,7 +51,7 @@ class _StreamingParser(MultiPartParser):
 class _StagingHandler(FileUploadHandler):
     """Writes the one `file` part to staging, hashing, counting and sniffing each chunk as it arrives."""
 
-    def __init__(self, *, owner: AbstractBaseUser, now: datetime) -> None:
+    def __init__(self, *, owner: User, now: datetime) -> None:
         super().__init__()
         self.chunk_size = settings.FILE_UPLOAD_CHUNK_SIZE
         self.owner = owner
@@ -151,7 +91,8 @@ class _StagingHandler(FileUploadHandler):
         if self.content_type is None and self._head:
             self._decide_type()
         self._out.close()
-        return _StagedFile(staging_path(upload_id=self.upload.id), name=self.upload.storage_name)
+        # A marker for the parser (it needs a truthy file object); the bytes stay in staging, unopened.
+        return File(None, name=self.upload.storage_name)
 
     def close(self) -> None:
         if self._out is not None and not self._out.closed:
@@ -161,39 +102,19 @@ class _StagingHandler(FileUploadHandler):
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
+    @property
+    def head(self) -> bytes:
+        return self._head
+
     def _decide_type(self) -> None:
         # Rejecting on the first bytes means a disallowed type never streams in full.
         self.content_type = sniff_content_type(head=self._head)
         check_content_type(sniffed=self.content_type, filename=self.upload.original_filename)
 
 
-def begin_upload(*, owner: AbstractBaseUser, original_filename: str, now: datetime | None = None) -> UploadFile:
-    """Record an upload as `uploading` (committed), so a crash mid-stream leaves a row cleanup will find."""
-    now = now or timezone.now()
-    upload_id = uuid.uuid4()
-    return UploadFile.objects.create(
-        id=upload_id,
-        owner=owner,
-        original_filename=original_filename,
-        # Generated by the server: the client's name never becomes a path.
-        storage_name=f"{upload_id.hex[:2]}/{upload_id.hex}",
-        created_at=now,
-        expires_at=now + timedelta(hours=settings.FILE_UPLOAD_TTL_HOURS),
-    )
-
-
-def abandon_upload(*, upload: UploadFile) -> None:
-    """Remove an upload that will not be stored: mark it failed, delete its bytes, delete its row."""
-    from portal.services.removal import finish_removed_upload
-
-    UploadFile.objects.filter(pk=upload.pk, status=UploadFile.Status.UPLOADING).update(status=UploadFile.Status.FAILED)
-    delete_upload_bytes(upload=upload)
-    finish_removed_upload(upload_id=upload.id)
-
-
 def receive_upload(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     meta: Mapping[str, str],
     stream: IO[bytes],
     params: Mapping[str, str],
@@ -216,91 +137,35 @@ def receive_upload(
     if not declared.isdigit():
         # A chunked body has no Content-Length; Django's parser would see an empty body without one.
         parser_meta["CONTENT_LENGTH"] = str(settings.FILE_UPLOAD_MAX_SIZE + ENVELOPE_BYTES)
-    staged = None
     try:
         try:
-            fields, files = _StreamingParser(parser_meta, _ClientStream(stream), [handler]).parse()
+            fields, files = _StreamingParser(parser_meta, ClientStream(stream), [handler]).parse()
         except MultiPartParserError as exc:
             raise UploadRejected("malformed_multipart", f"The multipart body is malformed: {exc}") from None
         except (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent) as exc:
             raise UploadRejected("too_many_fields", str(exc), status=413) from None
-        except _ClientGone as exc:
+        except ClientGone as exc:
             raise UploadRejected("incomplete_body", f"The request body ended early: {exc}") from None
-        except OSError as exc:  # reads are _ClientGone, so this is staging: mkdir, open, write, close
-            raise _storage_failed(exc, upload=handler.upload, step="staging") from exc
-        staged = files.get(FILE_FIELD)
-        if staged is None:
-            if handler.upload is not None:
+        except OSError as exc:  # reads are ClientGone, so this is staging: mkdir, open, write, close
+            raise storage_failed(exc, upload=handler.upload, step="staging") from exc
+        upload = handler.upload
+        if files.get(FILE_FIELD) is None or upload is None:
+            if upload is not None:
                 raise UploadRejected("incomplete_body", "The file part ended before its closing boundary.")
             raise UploadRejected("missing_file", f"The request has no file part named {FILE_FIELD!r}.")
-        if handler.size == 0:
-            raise UploadRejected("empty_file", "The file is empty.")
         if "ttl_hours" in fields:
             ttl_hours = parse_ttl_hours(raw=fields["ttl_hours"])
         client_sha256 = parse_client_sha256(raw=fields.get("sha256")) or client_sha256
-        if client_sha256 is not None and not hmac.compare_digest(client_sha256, handler.sha256):
-            raise UploadRejected(
-                "checksum_mismatch", f"The file's SHA-256 is {handler.sha256}, not the {client_sha256} you sent."
-            )
-        return _store(
-            handler=handler, staged=staged, ttl_hours=ttl_hours, content_type=handler.content_type or "", now=now
+        content = StagedContent(size=handler.size, sha256=handler.sha256, head=handler.head)
+        return store_staged_upload(
+            upload=upload,
+            content=content,
+            client_sha256=client_sha256,
+            expires_at=upload.created_at + timedelta(hours=ttl_hours),
         )
     except BaseException:
-        _discard(handler=handler, staged=staged)
+        with contextlib.suppress(OSError):  # a flush failing on bytes being thrown away changes nothing
+            handler.close()
+        if handler.upload is not None:
+            discard_upload(upload=handler.upload)
         raise
-
-
-def _storage_failed(exc: OSError, *, upload: UploadFile | None, step: str) -> StorageFailed:
-    logger.exception(
-        "upload %s: %s failed on the server: %s",
-        upload.id if upload else None,
-        step,
-        exc,
-        extra={"event": "portal.upload_storage_failed", "upload_id": str(upload.id) if upload else None},
-    )
-    return StorageFailed(exc)
-
-
-def _discard(*, handler: _StagingHandler, staged: File | None) -> None:
-    # Runs while another exception is on its way out: nothing here may replace it. If removal fails,
-    # the row stays `uploading` or `failed`, which cleanup takes once FILE_UPLOAD_UPLOADING_GRACE_HOURS pass.
-    with contextlib.suppress(OSError):  # a flush failing on bytes being thrown away changes nothing
-        handler.close()
-    if staged is not None:
-        staged.close()  # opened read-only: nothing to flush
-    if handler.upload is None:
-        return
-    try:
-        abandon_upload(upload=handler.upload)
-    except Exception:
-        upload_id = str(handler.upload.id)
-        logger.exception(
-            "upload %s: removing the failed upload failed; cleanup will finish it",
-            upload_id,
-            extra={"event": "portal.upload_abandon_failed", "upload_id": upload_id},
-        )
-
-
-def _store(*, handler: _StagingHandler, staged: File, ttl_hours: int, content_type: str, now: datetime) -> UploadFile:
-    upload = handler.upload
-    try:
-        saved_name = upload_storage().save(upload.storage_name, staged)
-    except OSError as exc:
-        raise _storage_failed(exc, upload=upload, step="storing") from exc
-    finally:
-        staged.close()
-    if saved_name != upload.storage_name:  # the storage renamed it: a name clash must never be silent
-        upload_storage().delete(saved_name)
-        raise UploadRejected("storage_conflict", "The storage refused the generated name.", status=500)
-    with transaction.atomic():
-        row = UploadFile.objects.select_for_update().filter(pk=upload.pk, status=UploadFile.Status.UPLOADING).first()
-        if row is None:  # cleanup judged it stuck and took it; do not resurrect it
-            raise UploadRejected("upload_abandoned", "The upload took too long and was discarded.", status=408)
-        row.status = UploadFile.Status.STORED
-        row.size_bytes = handler.size
-        row.sha256 = handler.sha256
-        row.content_type = content_type
-        row.expires_at = row.created_at + timedelta(hours=ttl_hours)
-        row.save(update_fields=["status", "size_bytes", "sha256", "content_type", "expires_at"])
-        emit_file_event(event_type="file.stored", upload=row)
-    return row

@@ -1,6 +1,7 @@
 """Run as a script: load boot.settings.Prod once per variable and print the settings each produced.
 
-Usage: python -m tests.boot.settings_probe '<json list of [variable, value]>' -> JSON {variable: {setting: repr}}.
+Usage: python -m tests.boot.settings_probe '<json list of [variable, value(, {companion: value})]>'
+-> JSON {variable: {setting: repr}}.
 A fresh module per variable, because django-configurations resolves values once per class.
 """
 
@@ -34,8 +35,8 @@ def main() -> None:
     importer.install()
     pairs = json.loads(sys.argv[1])
     report = {"": load({})}
-    for variable, value in pairs:
-        report[variable] = load({variable: value})
+    for variable, value, *companions in pairs:  # companions: variables it needs to start, e.g. a bucket
+        report[variable] = load({variable: value, **(companions[0] if companions else {})})
     print(json.dumps(report))
 
 

@@ -59,9 +59,13 @@ def test_docs_and_env_example_list_the_same_variables():
     assert in_docs == in_example
 
 
+# Variables whose example value needs another variable set to start at all.
+COMPANIONS = {"FILE_STORAGE_BACKEND": {"FILE_STORAGE_S3_BUCKET": "doorito-files"}}
+
+
 def test_each_documented_variable_changes_its_setting():
     pairs = documented()
-    report = run_probe(pairs)
+    report = run_probe([(v, value, COMPANIONS.get(v, {})) for v, value in pairs])
     baseline = report[""]
     unchanged = [v for v, _ in pairs if report[v][setting_of(v)] == baseline[setting_of(v)]]
     assert unchanged == [], f"setting these variables changed nothing: {unchanged}"
@@ -82,6 +86,12 @@ def test_each_documented_variable_changes_its_setting():
         ({"FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES": "7"}, "FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES"),
         ({"BROKER_TRANSPORT_CLASS": "nope.mod:Transport"}, "BROKER_TRANSPORT_CLASS"),
         ({"BROKER_TRANSPORT_CLASS": "kombu.connection:Connection"}, "BROKER_TRANSPORT_CLASS"),
+        ({"FILE_STORAGE_BACKEND": "gcs"}, "FILE_STORAGE_BACKEND"),
+        ({"FILE_STORAGE_BACKEND": "s3"}, "FILE_STORAGE_S3_BUCKET"),
+        (
+            {"FILE_STORAGE_BACKEND": "s3", "FILE_STORAGE_S3_BUCKET": "b", "FILE_STORAGE_S3_PART_SIZE": "1024"},
+            "FILE_STORAGE_S3_PART_SIZE",
+        ),
     ],
 )
 @pytest.mark.parametrize(
@@ -94,6 +104,26 @@ def test_each_documented_variable_changes_its_setting():
     ],
 )
 def test_malformed_value_fails_at_start_naming_the_variable(env, variable, command):
+    assert_start_fails_naming(variable, env=env, command=command)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"OUTBOX_DELIVERY_CONCURRENCY": "0"}, "OUTBOX_DELIVERY_CONCURRENCY"),
+        ({"OUTBOX_BATCH_SIZE": "0"}, "OUTBOX_BATCH_SIZE"),
+        ({"WEBHOOK_CONNECT_TIMEOUT": "0"}, "WEBHOOK_CONNECT_TIMEOUT"),
+        ({"WEBHOOK_READ_TIMEOUT": "-1"}, "WEBHOOK_READ_TIMEOUT"),
+        ({"WEBHOOK_READ_TIMEOUT": "nan"}, "WEBHOOK_READ_TIMEOUT"),
+        ({"OUTBOX_DELIVER_SOFT_TIME_LIMIT": "20"}, "OUTBOX_DELIVER_SOFT_TIME_LIMIT"),
+    ],
+)
+def test_outbox_settings_that_cannot_work_fail_at_start_naming_the_variable(env, variable):
+    assert_start_fails_naming(variable, env=env, command=["manage.py", "check"])
+
+
+def assert_start_fails_naming(variable: str, *, env: dict, command: list[str]) -> None:
+    """Starting `command` with `env` fails with the variable's name and no traceback."""
     result = subprocess.run(
         [sys.executable, *command],
         cwd=PROJECT_DIR,

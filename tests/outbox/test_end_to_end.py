@@ -26,8 +26,14 @@ def test_committed_event_reaches_the_receiver_through_a_worker_on_the_high_queue
     wait_until(lambda: receiver.received("/hook"), 60, "the webhook")
     assert receiver.received("/hook")[0]["headers"]["webhook-id"] == event.webhook_id
     wait_until(lambda: WebhookDelivery.objects.filter(status="delivered").exists(), 10, "the delivery row")
-    result = TaskResult.objects.filter(task_name="common.tasks.deliver_outbox_events_task", status="SUCCESS").first()
-    assert result is not None
+    # The result is stored when the task returns, a moment after the delivery row is written.
+    result = wait_until(
+        lambda: TaskResult.objects.filter(
+            task_name="common.tasks.deliver_outbox_events_task", status="SUCCESS"
+        ).first(),
+        10,
+        "the task's result",
+    )
     assert set(__import__("json").loads(result.result)) == {"processed", "delivered", "failed", "remaining"}
 
 

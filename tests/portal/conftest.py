@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,17 @@ def make_user(db):
         return user, create_api_token(user=user, name="test").plaintext
 
     return make
+
+
+TUS_CLIENT_DIR = Path(__file__).parent / "tus_client"
+
+
+@pytest.fixture(scope="session")
+def tus_js_client() -> Path:
+    """The tus-js-client runner script, its pinned packages installed by `npm ci` on first use."""
+    installed = TUS_CLIENT_DIR / "node_modules" / ".package-lock.json"
+    lock = TUS_CLIENT_DIR / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        # The Makefile installs node and npm on a fresh machine; the lock file pins every package exactly.
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=TUS_CLIENT_DIR, check=True, timeout=300)
+    return TUS_CLIENT_DIR / "upload.mjs"

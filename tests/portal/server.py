@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -10,10 +11,19 @@ import requests
 from tests.processes import ManagedProcess, free_port, gunicorn_command, process_env
 
 
-def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **env: str) -> tuple[ManagedProcess, str]:
-    """Start `gunicorn boot.wsgi` (one sync worker, Test configuration) and wait until it answers."""
+def start_gunicorn(
+    name: str,
+    database_url: str,
+    log_dir: Path,
+    media: Path,
+    *,
+    workers: int = 1,
+    app: str = "boot.wsgi",
+    **env: str,
+) -> tuple[ManagedProcess, str]:
+    """Start `gunicorn boot.wsgi` (sync workers, Test configuration) and wait until it answers /healthz."""
     port = free_port()
-    args = gunicorn_command("--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "600")
+    args = gunicorn_command("--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--timeout", "600", app=app)
     proc = ManagedProcess(
         name,
         args,
@@ -35,10 +45,16 @@ def start_gunicorn(name: str, database_url: str, log_dir: Path, media: Path, **e
         time.sleep(0.2)
 
 
+def worker_pids(master_pid: int) -> list[int]:
+    """The pids of a gunicorn master's workers."""
+    return [int(pid) for pid in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()]
+
+
 def worker_pid(master_pid: int) -> int:
-    children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+    """The pid of a one-worker gunicorn's worker."""
+    children = worker_pids(master_pid)
     assert len(children) == 1, children
-    return int(children[0])
+    return children[0]
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -47,3 +63,44 @@ def peak_rss_bytes(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
+
+
+MB = 1024 * 1024
+
+
+def upload_generated_file(base: str, token: str, size: int) -> tuple[requests.Response, str]:
+    """POST a `size`-byte file (whole MiBs) generated on the fly, 1 MiB held at a time; returns (response, sha256)."""
+    block = bytes(range(256)) * 4096  # 1 MiB, not all-zero so nothing can compress it away
+    digest = hashlib.sha256()
+
+    def body():
+        yield (
+            b'--big-upload-boundary\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n"
+        )
+        for _ in range(size // MB):
+            digest.update(block)
+            yield block
+        yield b"\r\n--big-upload-boundary--\r\n"
+
+    response = requests.post(
+        f"{base}/api/files",
+        data=body(),
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "multipart/form-data; boundary=big-upload-boundary",
+        },
+        timeout=300,
+    )
+    return response, digest.hexdigest()
+
+
+def download_sha256(base: str, token: str, file_id: str) -> tuple[requests.Response, str]:
+    """GET a file's download, streamed in 1 MiB pieces; returns (response, sha256 of the bytes received)."""
+    download = requests.get(
+        f"{base}/api/files/{file_id}/download", headers={"Authorization": f"Bearer {token}"}, stream=True, timeout=300
+    )
+    digest = hashlib.sha256()
+    for piece in download.iter_content(MB):
+        digest.update(piece)
+    return download, digest.hexdigest()

@@ -90,7 +90,11 @@ def test_pagination(client, make_user, media_root, settings):
     pages = [client.get(f"/api/files?page={n}", **auth(token)).json() for n in (1, 2, 3)]
     assert [p["next_page"] for p in pages] == [2, 3, None]
     assert sorted(r["id"] for p in pages for r in p["results"]) == sorted(ids)
-    assert client.get("/api/files?page=4", **auth(token)).json()["error"]["code"] == "invalid_page"
+    past_the_end = client.get("/api/files?page=4", **auth(token))
+    assert past_the_end.status_code == 404 and past_the_end.json()["error"]["code"] == "page_not_found"
+    assert client.get("/api/files?page=0", **auth(token)).json()["error"]["code"] == "invalid_page"
+    assert client.get("/api/files?page=x", **auth(token)).json()["error"]["code"] == "invalid_page"
+    assert client.get("/api/files?page_size=101", **auth(token)).json()["error"]["code"] == "invalid_page_size"
     assert client.get("/api/files?page_size=0", **auth(token)).json()["error"]["code"] == "invalid_page_size"
 
 
@@ -203,7 +207,7 @@ def test_admin_delete_action_reports_what_happened_and_leaves_uploads_in_progres
     from django.contrib.auth import get_user_model
 
     from portal.services.removal import staging_path
-    from portal.services.uploads import begin_upload
+    from portal.services.staged_uploads import begin_upload
 
     owner, token = make_user("alice")
     stored = upload(client, token, name="done.txt").json()

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
-import requests
 
 from portal.models import UploadFile
 from tests.portal.conftest import events, files_on_disk
-from tests.portal.server import peak_rss_bytes, start_gunicorn, worker_pid
+from tests.portal.server import MB, download_sha256, peak_rss_bytes, start_gunicorn, upload_generated_file, worker_pid
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-MB = 1024 * 1024
 SIZE = 300 * MB
-BOUNDARY = "big-upload-boundary"
 
 
 def test_300_mb_upload_streams_with_bounded_server_memory(make_user, test_database_url, tmp_path):
@@ -26,40 +21,14 @@ def test_300_mb_upload_streams_with_bounded_server_memory(make_user, test_databa
         _, token = make_user("alice")
         worker = worker_pid(proc.pid)
         before = peak_rss_bytes(worker)
-        block = bytes(range(256)) * 4096  # 1 MiB, not all-zero so nothing can compress it away
-        digest = hashlib.sha256()
-
-        def body():  # generated on the fly: the client holds 1 MiB at a time too
-            yield (
-                f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n'
-                "Content-Type: application/octet-stream\r\n\r\n"
-            ).encode()
-            for _ in range(SIZE // MB):
-                digest.update(block)
-                yield block
-            yield f"\r\n--{BOUNDARY}--\r\n".encode()
-
-        response = requests.post(
-            f"{base}/api/files",
-            data=body(),
-            headers={"Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},
-            timeout=300,
-        )
+        response, sent = upload_generated_file(base, token, SIZE)
         assert response.status_code == 201, response.text
-        assert response.json()["size"] == SIZE and response.json()["sha256"] == digest.hexdigest()
+        assert response.json()["size"] == SIZE and response.json()["sha256"] == sent
         after_upload = peak_rss_bytes(worker)
 
-        download = requests.get(
-            f"{base}/api/files/{response.json()['id']}/download",
-            headers={"Authorization": f"Bearer {token}"},
-            stream=True,
-            timeout=300,
-        )
+        download, received = download_sha256(base, token, response.json()["id"])
         assert download.status_code == 200 and int(download.headers["Content-Length"]) == SIZE
-        check = hashlib.sha256()
-        for piece in download.iter_content(MB):
-            check.update(piece)
-        assert check.hexdigest() == digest.hexdigest() == download.headers["X-Checksum-SHA256"]
+        assert received == sent == download.headers["X-Checksum-SHA256"]
         after_download = peak_rss_bytes(worker)
     finally:
         proc.stop()

@@ -17,7 +17,7 @@ from portal.services import lifecycle
 from portal.services.errors import UploadRejected
 from portal.services.file_access import open_for_download
 from portal.services.removal import staging_path
-from portal.services.uploads import begin_upload
+from portal.services.staged_uploads import begin_upload
 from portal.tasks import cleanup_expired_upload_files_task
 from tests.portal.conftest import events, files_on_disk
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import psycopg
 from django.db import connection
+from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import make_url
 
 QUEUE_STATS = """
@@ -55,9 +56,10 @@ def check_broker_database(*, broker_url: str, timeout: int = 3) -> None:
     }
     try:
         conninfo = {k: v for k, v in params.items() if v is not None}
-        with psycopg.connect(connect_timeout=timeout, autocommit=True, **conninfo) as conn:
+        with psycopg.connect(make_conninfo("", **conninfo), connect_timeout=timeout, autocommit=True) as conn:
             for table in ("kombu_queue", "kombu_message"):
-                if conn.execute("SELECT to_regclass(%s)", [table]).fetchone()[0] is None:
+                row = conn.execute("SELECT to_regclass(%s)", [table]).fetchone()
+                if row is None or row[0] is None:
                     raise RuntimeError(f"broker database {url.database!r}: table {table} is missing (run migrate)")
     except psycopg.Error as exc:
         message = str(exc).strip()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kombu import Connection
 
 # kombu's Redis transport keeps priority 0 in the list named like the queue and other priority steps
@@ -19,7 +21,7 @@ def is_redis_url(url: str) -> bool:
 def redis_queue_stats(*, broker_url: str, queues: list[str], timeout: float = 3.0) -> list[dict]:
     """One dict per queue, as queue_stats() gives for PostgreSQL: ready count (claimed and age are unknown)."""
     with Connection(broker_url, connect_timeout=timeout) as conn:
-        client = conn.default_channel.client
+        client: Any = getattr(conn.default_channel, "client")  # noqa: B009 - kombu's Redis channel; stubs lack it
         stats = []
         for queue in queues:
             keys = [queue, *(f"{queue}{PRIORITY_SEPARATOR}{step}" for step in PRIORITY_STEPS)]

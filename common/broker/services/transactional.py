@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from celery import Task, current_app
 from celery.result import AsyncResult
@@ -10,6 +11,7 @@ from celery.utils import uuid
 from django.conf import settings
 from django.db import connections, transaction
 from kombu import Connection
+from kombu.transport import resolve_transport
 
 from common.broker.transport import Transport, transaction_cursor, transaction_publishes
 from common.database_urls import broker_url_for
@@ -18,16 +20,19 @@ from common.database_urls import broker_url_for
 @functools.cache
 def _broker_shares_database(broker_url: str, django_broker_url: str) -> bool:
     # Only our transport, on exactly the database Django writes to, can join Django's transaction.
-    transport_cls = Connection(broker_url).transport_cls
+    transport_cls: object = Connection(broker_url).transport_cls
     if isinstance(transport_cls, str):
-        from kombu.transport import resolve_transport
-
         transport_cls = resolve_transport(transport_cls)
     return isinstance(transport_cls, type) and issubclass(transport_cls, Transport) and broker_url == django_broker_url
 
 
 def enqueue_in_transaction(
-    *, task: Task, args: tuple | list = (), kwargs: dict | None = None, using: str = "default", **options
+    *,
+    task: Task,
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    using: str = "default",
+    **options: Any,
 ) -> AsyncResult:
     """Queue `task` in the current transaction of `using`; it is sent iff that transaction commits."""
     # Outside any transaction the message is committed at once. With eager mode or a broker outside

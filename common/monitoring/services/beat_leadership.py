@@ -25,6 +25,8 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 import psycopg
 from django.conf import settings
@@ -58,6 +60,14 @@ class LeadershipLost(Exception):
 
 class SlotGone(Exception):
     """The periodic task row of a due slot was deleted (in the admin) while this beat still leads."""
+
+
+def _one(cursor: psycopg.Cursor) -> Any:
+    """The first column of the statement's single row."""
+    row = cursor.fetchone()
+    if row is None:
+        raise psycopg.DataError("expected one row, got none")
+    return row[0]
 
 
 class BeatLeadership:
@@ -105,14 +115,16 @@ class BeatLeadership:
                 self.conn.close()
         self.conn = None
 
-    def _ensure_row(self) -> None:
+    def _ensure_row(self, conn: psycopg.Connection) -> None:
         if self.row_id is None:
-            self.row_id = self.conn.execute(
-                "INSERT INTO monitoring_beatinstance (hostname, pid, started_at, last_tick, is_leader) "
-                "VALUES (%s, %s, now(), now(), false) RETURNING id",
-                [self.hostname, self.pid],
-            ).fetchone()[0]
-            self.conn.execute(
+            self.row_id = _one(
+                conn.execute(
+                    "INSERT INTO monitoring_beatinstance (hostname, pid, started_at, last_tick, is_leader) "
+                    "VALUES (%s, %s, now(), now(), false) RETURNING id",
+                    [self.hostname, self.pid],
+                )
+            )
+            conn.execute(
                 "DELETE FROM monitoring_beatinstance WHERE last_tick < now() - make_interval(secs => %s)",
                 [settings.MONITORING_RETENTION],
             )
@@ -123,11 +135,12 @@ class BeatLeadership:
             if self.conn is None or self.conn.closed:
                 self.conn = self._connect()
                 self.is_leader = False
-            self._ensure_row()
+            conn = self.conn
+            self._ensure_row(conn)
             if not self.is_leader and time.monotonic() >= self.yield_until:
-                self.is_leader = self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEYS).fetchone()[0]
-            held = self.conn.execute(f"SELECT {_HOLDS_LOCK}", LOCK_KEYS).fetchone()[0]
-            self.conn.execute(
+                self.is_leader = _one(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LOCK_KEYS))
+            held = _one(conn.execute(f"SELECT {_HOLDS_LOCK}", LOCK_KEYS))
+            conn.execute(
                 "UPDATE monitoring_beatinstance SET last_tick = now(), stopped_at = NULL, is_leader = %s, "
                 "leader_since = CASE WHEN %s THEN COALESCE(CASE WHEN is_leader THEN leader_since END, now()) END "
                 "WHERE id = %s",
@@ -149,7 +162,7 @@ class BeatLeadership:
             self._close()
         return self.is_leader
 
-    def persist_slot(self, *, task_pk: int, last_run_at, total_run_count: int) -> None:
+    def persist_slot(self, *, task_pk: int, last_run_at: datetime | None, total_run_count: int) -> None:
         """Write a slot's last_run_at, only while this session holds the lock; raise LeadershipLost otherwise."""
         if self.conn is None:
             raise LeadershipLost("no lock connection")
@@ -160,7 +173,7 @@ class BeatLeadership:
             )
             if cursor.rowcount == 1:
                 return
-            still_leader = self.conn.execute(f"SELECT {_HOLDS_LOCK}", LOCK_KEYS).fetchone()[0]
+            still_leader = _one(self.conn.execute(f"SELECT {_HOLDS_LOCK}", LOCK_KEYS))
         except psycopg.Error as exc:
             raise LeadershipLost(str(exc).strip()) from exc
         if not still_leader:
@@ -184,7 +197,7 @@ class BeatLeadership:
         self._close()
 
 
-def install_beat_leadership(*, service, on_leadership: Callable[[], None] | None = None) -> BeatLeadership:
+def install_beat_leadership(*, service: Any, on_leadership: Callable[[], None] | None = None) -> BeatLeadership:
     """Make `service` dispatch only while it holds the beat lock; on_leadership runs on gaining it."""
     from django_celery_beat.schedulers import DatabaseScheduler
 
@@ -203,7 +216,7 @@ def install_beat_leadership(*, service, on_leadership: Callable[[], None] | None
             scheduler._initial_read = True
         scheduler._heap = None
 
-    def reserve(entry):
+    def reserve(entry: Any) -> Any:
         new_entry = original_reserve(entry)
         model = getattr(new_entry, "model", None)
         if model is not None:
@@ -232,7 +245,7 @@ def install_beat_leadership(*, service, on_leadership: Callable[[], None] | None
                         held.model.enabled = False
         return new_entry
 
-    def tick(*args, **kwargs):
+    def tick(*args: Any, **kwargs: Any) -> float:
         was_leader = leadership.is_leader
         if not leadership.check():
             if was_leader:

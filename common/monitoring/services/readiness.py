@@ -55,7 +55,7 @@ def check_readiness() -> dict:
     background = _check_background() if ok else None
     return {
         "ok": ok,
-        "degraded": bool(background) and not background["ok"],
+        "degraded": background is not None and not background["ok"],
         "checks": results,
         "background": background,
     }

@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Model
 from django.utils import timezone
 from django_celery_results.models import GroupResult, TaskResult
 
 logger = logging.getLogger(__name__)
 
 
-def _delete_in_batches(model, *, cutoff, batch_size: int) -> tuple[int, int]:
+def _delete_in_batches(model: type[Model], *, cutoff: datetime, batch_size: int) -> tuple[int, int]:
     deleted = batches = 0
     while True:
         # One short transaction per batch: locks are held briefly and a crash loses no progress.
         with transaction.atomic():
             ids = list(
-                model.objects.filter(date_done__lt=cutoff)
+                model._default_manager.filter(date_done__lt=cutoff)
                 .order_by("date_done")
                 .values_list("pk", flat=True)[:batch_size]
             )
             if not ids:
                 return deleted, batches
-            count, _ = model.objects.filter(pk__in=ids).delete()
+            count, _ = model._default_manager.filter(pk__in=ids).delete()
         deleted += count
         batches += 1
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Count
@@ -19,11 +20,11 @@ from common.outbox.services.health import get_outbox_health
 logger = logging.getLogger(__name__)
 
 
-def _age(moment, now) -> float | None:
+def _age(moment: datetime | None, now: datetime) -> float | None:
     return None if moment is None else round((now - moment).total_seconds(), 1)
 
 
-def worker_states(*, now=None) -> list[dict]:
+def worker_states(*, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every known worker, each marked alive, stale (no heartbeat for WORKER_STALE_AFTER) or stopped."""
     now = now or timezone.now()
     stale_after = timedelta(seconds=settings.WORKER_STALE_AFTER)
@@ -50,7 +51,7 @@ def worker_states(*, now=None) -> list[dict]:
     return workers
 
 
-def beat_state(*, now=None) -> dict:
+def beat_state(*, now: datetime | None = None) -> dict[str, Any]:
     """The beat leader (if one ticked within BEAT_STALE_AFTER), the standbys, and "ok" / "stale" / "missing"."""
     now = now or timezone.now()
     fresh = now - timedelta(seconds=settings.BEAT_STALE_AFTER)
@@ -95,7 +96,7 @@ def _outbox_health() -> dict:
         return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def task_outcomes(*, since) -> dict:
+def task_outcomes(*, since: datetime) -> dict[str, int]:
     """Count of task results per state whose date_done is after `since` (django-celery-results)."""
     rows = TaskResult.objects.filter(date_done__gte=since).values("status").annotate(n=Count("id"))
     counts = {row["status"]: row["n"] for row in rows}
@@ -204,7 +205,7 @@ def background_health() -> dict:
     now = timezone.now()
     alive = [w["hostname"] for w in worker_states(now=now) if w["state"] == "alive"]
     beat = beat_state(now=now)
-    workers = {"ok": bool(alive), "alive": len(alive)}
+    workers: dict[str, Any] = {"ok": bool(alive), "alive": len(alive)}
     if not alive:
         workers["error"] = "no live worker"
     beat_check = {"ok": beat["state"] == "ok", "state": beat["state"]}

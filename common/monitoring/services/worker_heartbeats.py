@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -56,7 +57,7 @@ class HeartbeatThread(threading.Thread):
     never blocks message consumption.
     """
 
-    def __init__(self, *, hostname: str, pid: int, queues: list[str], tasks_done) -> None:
+    def __init__(self, *, hostname: str, pid: int, queues: list[str], tasks_done: Callable[[], int]) -> None:
         super().__init__(name="doorito-heartbeat", daemon=True)
         self.hostname, self.pid, self.queues, self.tasks_done = hostname, pid, queues, tasks_done
         self.stopping = threading.Event()

@@ -6,13 +6,13 @@ import time
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
 from common.outbox.models import DeliveryAttempt, DeliveryStatus, OutboxEvent, WebhookDelivery
 
 
-def _eligible(*, retention_hours: int):
+def _eligible(*, retention_hours: int) -> QuerySet[OutboxEvent]:
     cutoff = timezone.now() - timedelta(hours=retention_hours)
     unsettled = WebhookDelivery.objects.filter(event_id=OuterRef("pk"), status=DeliveryStatus.PENDING)
     return OutboxEvent.objects.filter(created_at__lt=cutoff).exclude(Exists(unsettled))

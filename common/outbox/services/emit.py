@@ -6,13 +6,14 @@ import json
 import logging
 import re
 import uuid
+from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
 from common.broker.services.transactional import enqueue_in_transaction
-from common.outbox.models import OutboxEvent, WebhookDelivery, WebhookEndpoint
+from common.outbox.models import OutboxEvent, WebhookDelivery, WebhookEndpoint, max_length_of
 from common.outbox.services.subscriptions import PATTERN, SUBSCRIBED_SQL
 from common.outbox.tasks import deliver_outbox_events_task
 
@@ -44,18 +45,15 @@ SELECT (SELECT id FROM event), (SELECT count(*) FROM deliveries)
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def _max_length(field: str) -> int:
-    return OutboxEvent._meta.get_field(field).max_length
-
-
 def _validate(
     *, event_type: object, aggregate_type: object, aggregate_id: object, payload: object, idempotency_key: object
 ) -> tuple[str, str]:
     # Everything the database would refuse is refused here, before any SQL: an error inside the
     # single INSERT statement would abort the caller's transaction.
-    for name, value in (("event_type", event_type), ("aggregate_type", aggregate_type)):
-        if not isinstance(value, str):
-            raise ValueError(f"{name} must be a str, got {type(value).__name__}")
+    if not isinstance(event_type, str):
+        raise ValueError(f"event_type must be a str, got {type(event_type).__name__}")
+    if not isinstance(aggregate_type, str):
+        raise ValueError(f"aggregate_type must be a str, got {type(aggregate_type).__name__}")
     if not event_type or "*" in event_type or not PATTERN.match(event_type):
         raise ValueError(f"event_type must be a dotted lowercase name like file.stored, got {event_type!r}")
     if aggregate_id is None or isinstance(aggregate_id, bool) or not isinstance(aggregate_id, str | int | uuid.UUID):
@@ -71,8 +69,8 @@ def _validate(
         ("aggregate_id", aggregate_id),
         ("idempotency_key", idempotency_key),
     ):
-        if len(value) > _max_length(name):
-            raise ValueError(f"{name} must be at most {_max_length(name)} characters, got {len(value)}")
+        if len(value) > max_length_of(OutboxEvent, name):
+            raise ValueError(f"{name} must be at most {max_length_of(OutboxEvent, name)} characters, got {len(value)}")
         if "\x00" in value:
             raise ValueError(f"{name} must not contain NUL characters")
     if not isinstance(payload, dict):
@@ -101,7 +99,7 @@ def emit_event(
     )
     now = timezone.now()
     event_id = uuid.uuid4()
-    params = {
+    params: dict[str, Any] = {
         "id": event_id,
         "event_type": event_type,
         "aggregate_type": aggregate_type,
@@ -142,7 +140,7 @@ def _nudged_in_this_transaction() -> None:
 def nudge_delivery() -> None:
     """Once the current transaction commits, ask a worker on `high` to deliver (at most once per transaction)."""
     nudges = (_send_deliver_task, _nudged_in_this_transaction)
-    if connection.in_atomic_block and any(func in nudges for _, func, _ in connection.run_on_commit):
+    if connection.in_atomic_block and any(entry[1] in nudges for entry in connection.run_on_commit):
         return
     if connection.in_atomic_block:
         # The nudge message commits or rolls back with the events: no window where a committed event has

@@ -10,7 +10,7 @@ from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
-from common.outbox.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, lease_is_free
+from common.outbox.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, lease_is_free, max_length_of
 from common.outbox.services.guarded_http import check_resolved_url
 from common.outbox.services.network_guard import check_url
 from common.outbox.services.signing import generate_secret
@@ -24,7 +24,7 @@ def validate_endpoint_input(*, url: str, event_types: object, description: str) 
     if not isinstance(url, str):
         raise ValidationError({"url": f"must be a string, got {type(url).__name__}"})
     check_url(url=url)  # scheme, host and literal addresses: the SSRF guard's own rules
-    max_url = WebhookEndpoint._meta.get_field("url").max_length
+    max_url = max_length_of(WebhookEndpoint, "url")
     if len(url) > max_url:
         raise ValidationError({"url": f"at most {max_url} characters, got {len(url)}"})
     try:
@@ -44,7 +44,7 @@ def validate_endpoint_input(*, url: str, event_types: object, description: str) 
             validate_event_type_pattern(pattern=pattern)
         except ValueError as exc:
             raise ValidationError({"event_types": str(exc)}) from None
-    max_description = WebhookEndpoint._meta.get_field("description").max_length
+    max_description = max_length_of(WebhookEndpoint, "description")
     if not isinstance(description, str) or (max_description and len(description) > max_description):
         raise ValidationError({"description": f"a string of at most {max_description} characters"})
     return list(event_types)

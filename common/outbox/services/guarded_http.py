@@ -14,9 +14,11 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -24,6 +26,7 @@ from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util.connection import _set_socket_options
 
 from common.outbox.services.network_guard import BlockedDestinationError, DestinationResolutionError, refusal_reason
@@ -104,7 +107,7 @@ _current = threading.local()
 
 
 @contextmanager
-def attempt_deadline(*, seconds: float):
+def attempt_deadline(*, seconds: float) -> Iterator[AttemptDeadline]:
     """Bound everything this thread's guarded connections do inside the block (DNS, connect, send, read)."""
     deadline = AttemptDeadline(seconds)
     _watchdog.add(deadline)
@@ -121,7 +124,7 @@ def _current_deadline() -> AttemptDeadline | None:
     return getattr(_current, "deadline", None)
 
 
-_resolvers = {"pid": None, "pool": None}
+_resolvers: dict[str, Any] = {"pid": None, "pool": None}
 _resolvers_lock = threading.Lock()
 
 
@@ -195,7 +198,8 @@ def _guarded_socket(conn: HTTPConnection) -> socket.socket:
             _set_socket_options(sock, conn.socket_options)
             if deadline is not None:
                 deadline.watch(sock)
-                sock.settimeout(max(0.001, min(timeout, deadline.remaining())))
+                remaining = deadline.remaining()
+                sock.settimeout(max(0.001, remaining if timeout is None else min(timeout, remaining)))
             elif conn.timeout is not None:
                 sock.settimeout(conn.timeout)
             sock.connect(sockaddr)  # exactly the address checked above; no second lookup
@@ -206,8 +210,8 @@ def _guarded_socket(conn: HTTPConnection) -> socket.socket:
     raise last_error or OSError(f"no address for {host!r}")
 
 
-class _GuardedMixin:
-    def request(self, *args, **kwargs):
+class _GuardedMixin(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:
         # A reused keep-alive connection's socket is put under the current attempt's deadline too.
         deadline = _current_deadline()
         if deadline is not None and self.sock is not None:
@@ -220,16 +224,10 @@ class _GuardedMixin:
         except BlockedDestinationError:
             raise
         except DestinationResolutionError as exc:
-            from urllib3.exceptions import NameResolutionError
-
-            raise NameResolutionError(self.host, self, exc) from exc
+            raise NameResolutionError(self.host, self, socket.gaierror(str(exc))) from exc
         except TimeoutError as exc:
-            from urllib3.exceptions import ConnectTimeoutError
-
             raise ConnectTimeoutError(self, f"Connection to {self.host} timed out: {exc}") from exc
         except OSError as exc:
-            from urllib3.exceptions import NewConnectionError
-
             raise NewConnectionError(self, f"Failed to establish a new connection: {exc}") from exc
 
 
@@ -244,7 +242,7 @@ class GuardedHTTPSConnection(_GuardedMixin, HTTPSConnection):
 class GuardedHTTPAdapter(HTTPAdapter):
     """An HTTPAdapter whose connection pools open sockets only through the SSRF guard."""
 
-    def init_poolmanager(self, *args, **kwargs):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
         self.poolmanager.key_fn_by_scheme = dict(self.poolmanager.key_fn_by_scheme)

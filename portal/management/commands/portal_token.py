@@ -1,7 +1,9 @@
 """Create, list and revoke API tokens from the command line."""
 
+from typing import Any
+
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from portal.models import ApiToken
 from portal.services.tokens import create_api_token, revoke_api_token
@@ -10,7 +12,7 @@ from portal.services.tokens import create_api_token, revoke_api_token
 class Command(BaseCommand):
     help = "Manage portal API tokens: create (prints the token once), list, revoke."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         create = sub.add_parser("create", help="Create a token for a user and print it once.")
         create.add_argument("username")
@@ -20,7 +22,7 @@ class Command(BaseCommand):
         revoke = sub.add_parser("revoke", help="Revoke a token by its id or prefix.")
         revoke.add_argument("token", help="token id or prefix (e.g. dt_AbC123)")
 
-    def handle(self, *args, action, **options):
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
         if action == "create":
             user_model = get_user_model()
             try:

@@ -1,6 +1,8 @@
 """Cancel Celery tasks by id (the SQL transport cannot broadcast `revoke`)."""
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.broker.services.cancel import CancelOutcome, cancel_queued_task
 
@@ -12,10 +14,10 @@ class Command(BaseCommand):
         "Exits 1 if any id was not found."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("task_ids", nargs="+", metavar="TASK_ID")
 
-    def handle(self, *args, task_ids, **options):
+    def handle(self, *args: Any, task_ids: list[str], **options: Any) -> None:
         if any(not task_id.strip() for task_id in task_ids):
             raise CommandError("TASK_ID must not be empty or blank")
         missing = []

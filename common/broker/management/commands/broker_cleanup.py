@@ -1,5 +1,7 @@
 """Delete rows the stock kombu transport consumed; make expired in-flight rows deliverable again."""
 
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from common.broker.services.cleanup import cleanup_broker_messages
@@ -11,7 +13,7 @@ class Command(BaseCommand):
         "prune spent cancel marks."
     )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         result = cleanup_broker_messages()
         self.stdout.write(
             f"deleted {result.stale_deleted} stale row(s), restored {result.expired_restored} expired row(s), "

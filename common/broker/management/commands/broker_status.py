@@ -1,5 +1,7 @@
 """Show, per broker queue, how many messages are ready and claimed and how old the oldest ready one is."""
 
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from common.broker.services.inspection import queue_stats, stale_row_count
@@ -8,7 +10,7 @@ from common.broker.services.inspection import queue_stats, stale_row_count
 class Command(BaseCommand):
     help = "Per queue: ready and claimed (in-flight) messages in kombu_message and the oldest ready message's age."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         stats = queue_stats()
         header = f"{'queue':<24} {'ready':>8} {'claimed':>8} {'oldest ready':>14}"
         self.stdout.write(header)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from common.monitoring.services.status import build_status_report
 
@@ -12,10 +13,10 @@ from common.monitoring.services.status import build_status_report
 class Command(BaseCommand):
     help = "Workers, beat, queues, outbox and last hour's task outcomes, with alarms. Exit code 1 if any alarm."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print the report as JSON (same as the endpoint)")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         report = build_status_report()
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))

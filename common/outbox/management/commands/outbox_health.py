@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from common.outbox.services.health import get_outbox_health
 
@@ -12,10 +13,10 @@ from common.outbox.services.health import get_outbox_health
 class Command(BaseCommand):
     help = "Print outbox health: counts by status, oldest pending and oldest due ages, and the failing endpoints."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="print one JSON object")
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         health = get_outbox_health()
         if options["json"]:
             self.stdout.write(json.dumps(health, indent=2))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -16,7 +17,7 @@ from common.outbox.services.replay import replay_failed_for_endpoint
 MAX_HOURS = 10 * 366 * 24
 
 
-def _when(value: str, name: str):
+def _when(value: str, name: str) -> datetime:
     try:
         parsed = parse_datetime(value)
     except ValueError as exc:  # well-formed but impossible, e.g. month 13
@@ -29,14 +30,22 @@ def _when(value: str, name: str):
 class Command(BaseCommand):
     help = "Replay an endpoint's failed webhook deliveries (same webhook-id) for events created in a time window."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("endpoint_id", type=int)
         window = parser.add_mutually_exclusive_group(required=True)
         window.add_argument("--hours", type=float, help="events created in the last N hours")
         window.add_argument("--since", help="events created at or after this ISO 8601 time")
         parser.add_argument("--until", help="events created before this ISO 8601 time (with --since)")
 
-    def handle(self, *args, endpoint_id, hours, since, until, **options):
+    def handle(
+        self,
+        *args: Any,
+        endpoint_id: int,
+        hours: float | None,
+        since: str | None,
+        until: str | None,
+        **options: Any,
+    ) -> None:
         if until is not None and since is None:
             raise CommandError("--until needs --since (with --hours the window always ends now)")
         if hours is not None:
@@ -46,6 +55,7 @@ class Command(BaseCommand):
                 raise CommandError(f"--hours must be at most {MAX_HOURS} (ten years), got {hours:g}")
             start, end = timezone.now() - timedelta(hours=hours), None
         else:
+            assert since is not None  # argparse: --hours or --since is required
             start, end = _when(since, "--since"), _when(until, "--until") if until else None
         endpoint = WebhookEndpoint.objects.filter(pk=endpoint_id).first()
         if endpoint is None:

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from common.outbox.models import DeliveryStatus, WebhookDelivery, webhook_id_for
@@ -29,7 +30,7 @@ class ClaimedDelivery:
     body: bytes
 
 
-def _due():
+def _due() -> QuerySet[WebhookDelivery]:
     return WebhookDelivery.objects.filter(
         status=DeliveryStatus.PENDING, next_attempt_at__lte=timezone.now(), endpoint__is_active=True
     )

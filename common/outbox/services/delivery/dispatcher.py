@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import requests
 from django.conf import settings
@@ -37,25 +38,35 @@ from common.outbox.services.guarded_http import guarded_session
 logger = logging.getLogger(__name__)
 
 
-_local = {"key": None, "session": None, "executor": None}
-_local_lock = threading.Lock()
+@dataclass(frozen=True)
+class _SenderPool:
+    pid: int
+    size: int
+    session: requests.Session
+    executor: ThreadPoolExecutor
+
+
+_pool: _SenderPool | None = None
+_pool_lock = threading.Lock()
 
 
 def _session_and_executor() -> tuple[requests.Session, ThreadPoolExecutor]:
     # One pooled Session per process (Celery forks its pool children after import), rebuilt if the
     # concurrency setting changed (tests change it), so the thread count always matches the setting.
-    with _local_lock:
+    global _pool
+    with _pool_lock:
         size = settings.OUTBOX_DELIVERY_CONCURRENCY
-        if _local["key"] != (os.getpid(), size):
-            if _local["executor"] is not None and _local["key"][0] == os.getpid():
-                _local["executor"].shutdown(wait=False)
-                _local["session"].close()
-            _local.update(
-                key=(os.getpid(), size),
+        if _pool is None or (_pool.pid, _pool.size) != (os.getpid(), size):
+            if _pool is not None and _pool.pid == os.getpid():
+                _pool.executor.shutdown(wait=False)
+                _pool.session.close()
+            _pool = _SenderPool(
+                pid=os.getpid(),
+                size=size,
                 session=guarded_session(pool_size=size),
                 executor=ThreadPoolExecutor(max_workers=size, thread_name_prefix="webhook"),
             )
-        return _local["session"], _local["executor"]
+        return _pool.session, _pool.executor
 
 
 def latest_start(*, claimed_at: float, run_deadline: float) -> float:

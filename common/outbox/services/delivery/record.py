@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -78,7 +79,7 @@ class NextState:
 
     status: str
     attempt_count: int
-    next_attempt_at: object
+    next_attempt_at: datetime
     last_error: str
     # True: the endpoint is failing (failing_since is set if unset); False: it answered 2xx (cleared);
     # None: leave failing_since alone (410 Gone disables the endpoint instead).
@@ -86,7 +87,9 @@ class NextState:
     disable_reason: str | None = None
 
 
-def next_state(*, attempt_count: int, endpoint_active: bool, failing_since, result: AttemptOutcome, now) -> NextState:
+def next_state(
+    *, attempt_count: int, endpoint_active: bool, failing_since: datetime | None, result: AttemptOutcome, now: datetime
+) -> NextState:
     """Decide one delivery's new status and schedule after `result` (no database access)."""
     attempts = attempt_count + 1
     error = result.error[:2000]
@@ -146,7 +149,7 @@ def _record_batch(*, results: list[tuple[ClaimedDelivery, AttemptOutcome]]) -> d
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_LOCK_FOR_RECORD, [sorted(by_id)])
         locked = cursor.fetchall()
-        attempt_params = []
+        attempt_params: list[Any] = []
         for claimed, result in results:
             attempt_params += [
                 claimed.id,
@@ -159,7 +162,9 @@ def _record_batch(*, results: list[tuple[ClaimedDelivery, AttemptOutcome]]) -> d
             ]
         cursor.execute(_INSERT_ATTEMPTS.format(rows=", ".join([_INSERT_ATTEMPT_ROW] * len(results))), attempt_params)
 
-        update_params, recovered, failing = [], set(), set()
+        update_params: list[Any] = []
+        recovered: set[int] = set()
+        failing: set[int] = set()
         for delivery_id, lease_token, attempt_count, endpoint_active, failing_since in locked:
             claimed, result = by_id[delivery_id]
             if lease_token != claimed.lease_token:

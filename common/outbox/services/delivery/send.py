@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -25,7 +27,7 @@ USER_AGENT = "Doorito-Webhooks/1.0"
 
 @dataclass(frozen=True)
 class AttemptOutcome:
-    attempted_at: object
+    attempted_at: datetime
     duration_ms: int
     status_code: int | None = None
     response_body: str = ""
@@ -42,7 +44,7 @@ def send(*, session: requests.Session, claimed: ClaimedDelivery) -> AttemptOutco
     attempted_at = timezone.now()
     started = time.monotonic()
 
-    def outcome(**kwargs) -> AttemptOutcome:
+    def outcome(**kwargs: Any) -> AttemptOutcome:
         return AttemptOutcome(attempted_at=attempted_at, duration_ms=int((time.monotonic() - started) * 1000), **kwargs)
 
     connect, read = settings.WEBHOOK_CONNECT_TIMEOUT, settings.WEBHOOK_READ_TIMEOUT

@@ -1,0 +1,31 @@
+"""Reading a request body: a failed read is the client's fault (gone, or broken framing), never the server's."""
+
+from __future__ import annotations
+
+from typing import IO
+
+try:  # gunicorn reports broken chunked framing with its own (non-OSError) exceptions
+    from gunicorn.http.errors import ParseException as _FramingError
+except ImportError:  # pragma: no cover - another WSGI server
+    _FramingError = OSError
+
+# What reading the request body raises when the client goes away or sends broken framing:
+# OSError covers Django's UnreadablePostError, gunicorn's NoMoreData, resets and socket timeouts.
+_CLIENT_READ_ERRORS = (OSError, _FramingError)
+
+
+class ClientGone(Exception):
+    """Reading the request body failed: the client's side, whatever the exception was."""
+
+
+class ClientStream:
+    """The request body, read-only; a failed read becomes ClientGone, so an OSError elsewhere is the server's."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except _CLIENT_READ_ERRORS as exc:
+            raise ClientGone(str(exc) or type(exc).__name__) from exc
