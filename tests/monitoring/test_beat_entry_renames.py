@@ -53,6 +53,7 @@ def test_the_defaults_use_the_reference_names_and_schedules():
 def test_renamed_entries_keep_their_last_run_and_old_names_are_gone():
     ran_at = timezone.now() - timedelta(minutes=10)
     old_layout_rows(last_run_at=ran_at)
+    celery_app.loader.import_default_modules()  # as beat does before it builds its scheduler
     DatabaseScheduler(app=celery_app, lazy=True).setup_schedule()  # what beat does first: writes the new names
 
     report = reconcile_settings_schedules(names=set(celery_app.conf.beat_schedule))

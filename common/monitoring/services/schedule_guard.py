@@ -48,8 +48,8 @@ def disable_unrunnable_schedule(*, name: str, task: str, reason: str) -> None:
 def _build_problem(entry: ModelEntry, app: Celery) -> str | None:
     if entry.model.pk is not None and not entry.model.enabled:
         return None  # django-celery-beat disabled it itself (e.g. its schedule row was deleted)
-    # Beat imports every app's tasks at start; anything else building entries (a test, a shell) may not have.
-    app.loader.import_default_modules()
+    # Beat imports every app's tasks before it builds its scheduler; anything else building entries (a test, a
+    # shell) must import them first. Not here: re-running the import inside beat or a worker disturbs it.
     if entry.task not in app.tasks:
         return f"unknown task {entry.task!r}: no installed app registers it"
     return None
