@@ -27,6 +27,9 @@ app = Celery("doorito")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
+# The smoke task, importable as the Redis runtime documents it: `from boot.celery import heartbeat`.
+from common.monitoring.tasks import heartbeat  # noqa: E402 - registers on the app created just above
+
 # Celery's Django fixup closes every database connection before and after each task unless
 # CELERY_DB_REUSE_MAX is set, so each task paid for a new PostgreSQL connection (~4 ms on loopback,
 # a third of a webhook's commit-to-receipt time) before its first query. Instead, treat tasks like
@@ -41,3 +44,6 @@ def _close_old_connections(task=None, **kwargs) -> None:
         from django.db import close_old_connections
 
         close_old_connections()
+
+
+__all__ = ["app", "heartbeat"]

@@ -15,9 +15,9 @@ import dj_database_url
 from configurations import Configuration
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
-from kombu import Exchange, Queue
 
 from boot.env import Env, EnvBool, EnvFloat, EnvInt, EnvList, setting
+from common.app_conf import resolve_default_queue
 from common.broker import conf as broker_conf
 from common.monitoring import conf as monitoring_conf
 from common.outbox import conf as outbox_conf
@@ -111,6 +111,9 @@ class Base(Configuration):
     # --- Celery (namespace CELERY_) ------------------------------------------
     # Unset means: the same PostgreSQL database as DATABASE_URL (kombu_message table).
     CELERY_BROKER_URL = setting(Env, None)
+    # Redis as an option (pip install -e '.[redis]'): with CELERY_BROKER_URL unset, the broker is this server's
+    # database 1. Unset: PostgreSQL stays the broker.
+    REDIS_URL = setting(Env, None)
     # django-celery-results' database backend, with a batched cleanup (common.monitoring).
     CELERY_RESULT_BACKEND = setting(Env, "common.monitoring.result_backend:BatchedCleanupDatabaseBackend")
     CELERY_TASK_ALWAYS_EAGER = setting(EnvBool, False)
@@ -127,12 +130,13 @@ class Base(Configuration):
     CELERY_TASK_TRACK_STARTED = True
     CELERY_WORKER_HIJACK_ROOT_LOGGER = False
     CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-    CELERY_TASK_DEFAULT_QUEUE = "default"
+    # Where every task routed to "default" (and every unrouted one) goes. CELERY_DEFAULT_QUEUE is the
+    # same switch under its older name (the Redis runtime's table); common/app_conf.py reconciles the two.
+    CELERY_TASK_DEFAULT_QUEUE = setting(Env, "default")
+    CELERY_DEFAULT_QUEUE = setting(Env, None)
     # One direct exchange per queue, so a message routed to one queue never lands in the other.
-    CELERY_TASK_QUEUES = (
-        Queue("high", Exchange("high", type="direct"), routing_key="high"),
-        Queue("default", Exchange("default", type="direct"), routing_key="default"),
-    )
+    # Declared by common.app_conf.resolve_default_queue, once the default queue's name is known.
+    CELERY_TASK_QUEUES: tuple = ()
     # Each app's conf.py routes its own tasks; anything not routed goes to CELERY_TASK_DEFAULT_QUEUE.
     CELERY_TASK_ROUTES: dict = {}
     CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -176,8 +180,9 @@ class Base(Configuration):
     OUTBOX_DELIVERY_CONCURRENCY = setting(EnvInt, 8)  # parallel HTTP requests per dispatcher
     OUTBOX_CLAIM_ROUNDS = setting(EnvInt, 4)  # one claim leases CONCURRENCY x this many deliveries
     OUTBOX_DELIVER_SOFT_TIME_LIMIT = setting(EnvInt, 120)
-    OUTBOX_SWEEP_INTERVAL_SECONDS = setting(EnvInt, 60)
-    OUTBOX_CLEANUP_INTERVAL_SECONDS = setting(EnvInt, 3600)
+    # The safety net for lost nudges and retries falling due: the transactional nudge is the fast path.
+    OUTBOX_SWEEP_INTERVAL_SECONDS = setting(EnvInt, 300)
+    OUTBOX_CLEANUP_INTERVAL_HOURS = setting(EnvInt, 6)  # crontab at :30 every this many hours (1-24)
     OUTBOX_RETENTION_HOURS = setting(EnvInt, 168)
     WEBHOOK_DISABLE_AFTER_SECONDS = setting(EnvInt, 5 * 24 * 3600)  # failing this long disables an endpoint
     WEBHOOK_SECRET_ROTATION_GRACE_SECONDS = setting(EnvInt, 24 * 3600)
@@ -200,7 +205,7 @@ class Base(Configuration):
     # An upload still `uploading` (or `failed`) this long after it began is cleaned up.
     FILE_UPLOAD_UPLOADING_GRACE_HOURS = setting(EnvInt, 6)
     FILE_UPLOAD_EXPIRY_NOTIFY_HOURS = setting(EnvInt, 1)
-    FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES = setting(EnvInt, 60)
+    FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES = setting(EnvInt, 60)  # a divisor of 60: crontab minute */n
     FILE_UPLOAD_PAGE_SIZE = setting(EnvInt, 50)
     # tus (resumable) uploads: an unfinished one expires this long after its last PATCH.
     FILE_UPLOAD_RESUMABLE_EXPIRY_HOURS = setting(EnvInt, 24)
@@ -257,6 +262,7 @@ class Base(Configuration):
             if not getattr(cls, setting_name):
                 raise ImproperlyConfigured(f"{variable} must be set in the {cls.__name__} configuration")
         cls.DATABASES = {"default": cls._database()}
+        resolve_default_queue(cls)  # before any app routes a task to it
         # Each app owns its settings' invariants, beat entries and task routes.
         outbox_conf.configure(cls)
         broker_conf.configure(cls)
@@ -298,6 +304,9 @@ class Dev(Base):
 
 class Test(Base):
     SECRET_KEY = Env("test-secret-key")
+    # Tasks run inline and their exceptions reach the test (CELERY_TASK_EAGER_PROPAGATES). Tests that
+    # start real workers opt out: tests/conftest.py (clean_broker) and tests/processes.py (process_env).
+    CELERY_TASK_ALWAYS_EAGER = setting(EnvBool, True)
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     WEBHOOK_ALLOWED_NETWORKS = setting(EnvList, ["127.0.0.0/8", "::1/128"])  # local receivers
 

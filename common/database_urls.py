@@ -1,4 +1,4 @@
-"""Connection URLs for a Django DATABASES entry: libpq's for psycopg, and the kombu broker URL of the same database.
+"""Connection URLs for a Django DATABASES entry (libpq's, and the kombu broker URL of the same database), and Redis's.
 
 A leaf: settings, the broker and monitoring import these, so it imports nothing of the project.
 """
@@ -6,7 +6,9 @@ A leaf: settings, the broker and monitoring import these, so it imports nothing 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+from django.core.exceptions import ImproperlyConfigured
 
 
 def database_url_for(database: dict[str, Any]) -> str:
@@ -30,3 +32,11 @@ def database_url_for(database: dict[str, Any]) -> str:
 def broker_url_for(database: dict[str, Any]) -> str:
     """The kombu SQLAlchemy broker URL for the same PostgreSQL database Django uses."""
     return "sqla+postgresql+psycopg://" + database_url_for(database).removeprefix("postgresql://")
+
+
+def redis_database_url(url: str, *, database: int) -> str:
+    """`url` (redis:// or rediss://) pointing at Redis database `database`, whatever database it named."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ImproperlyConfigured(f"REDIS_URL: a redis:// or rediss:// URL with a host, got {parts.scheme}://…")
+    return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))

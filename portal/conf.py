@@ -25,6 +25,11 @@ def configure(config: Any) -> None:
         raise ImproperlyConfigured("CLEANUP_UPLOADS_INTERVAL_HOURS must be between 1 and 24")
     if config.FILE_UPLOAD_TTL_HOURS > config.FILE_UPLOAD_MAX_TTL_HOURS:
         raise ImproperlyConfigured("FILE_UPLOAD_TTL_HOURS must not exceed FILE_UPLOAD_MAX_TTL_HOURS")
+    notify_every = config.FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES
+    if not (1 <= notify_every <= 60 and 60 % notify_every == 0):
+        raise ImproperlyConfigured(
+            f"FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES: a divisor of 60 (e.g. 15, 30, 60), got {notify_every}"
+        )
     media_root = Path(config.MEDIA_ROOT)
     if not config.FILE_UPLOAD_STAGING_DIR:
         config.FILE_UPLOAD_STAGING_DIR = str(media_root / "incoming")
@@ -38,13 +43,14 @@ def configure(config: Any) -> None:
         config,
         entries={
             # crontab, not an interval: runs land on 00/06/12/18 UTC whenever beat restarts.
-            "portal-cleanup-expired-uploads": {
+            "cleanup-expired-upload-files": {
                 "task": "portal.tasks.cleanup_expired_upload_files_task",
                 "schedule": crontab(minute="0", hour=f"*/{config.CLEANUP_UPLOADS_INTERVAL_HOURS}"),
             },
-            "portal-notify-expiring-files": {
+            # crontab(minute=0) by default: on the hour, whenever beat restarts.
+            "notify-expiring-files": {
                 "task": "portal.tasks.notify_expiring_files_task",
-                "schedule": float(config.FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES * 60),
+                "schedule": crontab(minute="0" if notify_every == 60 else f"*/{notify_every}"),
             },
         },
     )

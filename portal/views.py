@@ -43,14 +43,16 @@ def file_json(upload: UploadFile) -> dict:
 
 
 def api_view(*methods: str):
-    """JSON API wrapper: CSRF-exempt (token auth), 405 for other methods, 401 without a valid token."""
+    """JSON API wrapper: CSRF-exempt (token auth), HEAD wherever GET, 405 for other methods, 401 without a token."""
+    # HEAD runs the GET view; the server sends its headers without the body (RFC 9110 9.3.2).
+    allowed = (*methods, "HEAD") if "GET" in methods else methods
 
     def decorate(view):
         @csrf_exempt
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args, **kwargs):
-            if request.method not in methods:
-                return error("method_not_allowed", f"Use {', '.join(methods)}.", 405, Allow=", ".join(methods))
+            if request.method not in allowed:
+                return error("method_not_allowed", f"Use {', '.join(allowed)}.", 405, Allow=", ".join(allowed))
             scheme, _, plaintext = request.headers.get("Authorization", "").partition(" ")
             token = authenticate_api_token(plaintext=plaintext.strip()) if scheme.lower() == "bearer" else None
             if token is None:

@@ -45,8 +45,14 @@ def test_database_url(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
-def clean_broker(transactional_db, test_database_url):
-    """Empty kombu's tables, which pytest-django does not flush (they are not models)."""
+def send_for_real(monkeypatch):
+    """This test's in-process sends go to the broker: the Test configuration runs tasks eagerly otherwise."""
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", False)
+
+
+@pytest.fixture
+def clean_broker(transactional_db, test_database_url, send_for_real):
+    """Empty kombu's tables, which pytest-django does not flush (they are not models); sends go to the broker."""
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE kombu_message")
     yield

@@ -118,5 +118,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def gunicorn_command(*args: str, app: str = "boot.wsgi") -> list[str]:
+    """`gunicorn <app>` without the control socket, which every gunicorn on a host would share by default."""
+    return [str(BIN_DIR / "gunicorn"), app, "--no-control-socket", *args]
+
+
 def celery_command(*args: str) -> list[str]:
     return [str(BIN_DIR / "celery"), "-A", "boot", *args]

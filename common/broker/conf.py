@@ -10,7 +10,7 @@ from kombu.transport.virtual import Transport as VirtualTransport
 from kombu.utils.imports import symbol_by_name
 
 from common.app_conf import add_beat_entries, require_at_least, route_tasks
-from common.database_urls import broker_url_for
+from common.database_urls import broker_url_for, redis_database_url
 
 OUR_TRANSPORT = "common.broker.transport:Transport"
 TASK_QUEUES = {"common.broker.tasks.cleanup_broker_messages_task": "default"}
@@ -31,6 +31,9 @@ def _check_transport_class(path: str) -> None:
 def configure(config: Any) -> None:
     """Default the broker to Django's database, select the transport for sqla+ URLs and pass it its options."""
     default_database_broker = broker_url_for(config.DATABASES["default"])
+    if not config.CELERY_BROKER_URL and config.REDIS_URL:
+        # As the Redis runtime defines it: REDIS_URL names the server, the broker is its database 1.
+        config.CELERY_BROKER_URL = redis_database_url(config.REDIS_URL, database=1)
     if not config.CELERY_BROKER_URL:
         config.CELERY_BROKER_URL = default_database_broker
     # Derived, not an environment variable: /readyz checks the broker's tables through Django's
@@ -75,7 +78,7 @@ def configure(config: Any) -> None:
     add_beat_entries(
         config,
         entries={
-            "broker-cleanup": {
+            "cleanup-broker-messages": {
                 "task": "common.broker.tasks.cleanup_broker_messages_task",
                 "schedule": float(config.BROKER_CLEANUP_INTERVAL),
             }

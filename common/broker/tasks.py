@@ -1,12 +1,13 @@
 """Celery tasks of the broker app. Thin wrappers: the logic lives in common.broker.services."""
 
-from celery import shared_task
+from celery import Task
 
 from common.broker.services.cleanup import cleanup_broker_messages
+from common.task_conventions import doorito_task
 
 
-@shared_task(name="common.broker.tasks.cleanup_broker_messages_task")
-def cleanup_broker_messages_task() -> dict:
+@doorito_task(name="common.broker.tasks.cleanup_broker_messages_task")
+def cleanup_broker_messages_task(self: Task) -> dict:
     """Delete stale stock-transport rows and spent cancel marks, restore expired in-flight rows; returns the counts."""
     result = cleanup_broker_messages()
     return {

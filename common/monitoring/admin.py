@@ -5,7 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from common.monitoring.models import BeatInstance, SettingsScheduleEntry, WorkerHeartbeat
+from common.monitoring.models import BeatInstance, ScheduleFault, SettingsScheduleEntry, WorkerHeartbeat
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -34,3 +34,8 @@ class BeatInstanceAdmin(ReadOnlyAdmin):
 @admin.register(SettingsScheduleEntry)
 class SettingsScheduleEntryAdmin(ReadOnlyAdmin):
     list_display = ("name", "disabled_by_reconcile", "last_seen_in_settings")
+
+
+@admin.register(ScheduleFault)
+class ScheduleFaultAdmin(ReadOnlyAdmin):
+    list_display = ("name", "task", "reason", "disabled_at")

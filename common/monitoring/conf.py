@@ -28,9 +28,10 @@ def configure(config: Any) -> None:
     add_beat_entries(
         config,
         entries={
-            # Same name as django-celery-beat's default entry, so this interval replaces its daily crontab:
-            # frequent small cleanups keep every batch short.
-            "celery.backend_cleanup": {
+            # Replaces django-celery-beat's daily `celery.backend_cleanup` entry (disabled as a retired name at
+            # each beat start, common.monitoring.services.schedule_reconciliation): frequent small cleanups
+            # keep every batch short.
+            "cleanup-task-results": {
                 "task": "celery.backend_cleanup",
                 "schedule": float(config.RESULT_CLEANUP_INTERVAL),
                 "options": {"expire_seconds": config.RESULT_CLEANUP_INTERVAL},

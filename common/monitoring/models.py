@@ -52,3 +52,18 @@ class SettingsScheduleEntry(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class ScheduleFault(models.Model):
+    """A periodic task beat disabled because it could not run it (schedule not buildable, task unknown)."""
+
+    name = models.CharField(max_length=200, unique=True)  # the PeriodicTask's name
+    task = models.CharField(max_length=200)
+    reason = models.TextField()
+    disabled_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-disabled_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.reason}"

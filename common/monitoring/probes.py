@@ -1,18 +1,18 @@
 """Probes for load balancers and orchestrators."""
 
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 
 from common.monitoring.services.readiness import check_readiness
 
 
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness: the process answers. No I/O, so a database outage never restarts web."""
     return JsonResponse({"status": "ok"})
 
 
-@require_GET
+@require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness: 503 naming the dependency (database, broker) that did not answer; else 200, "ok" or "degraded".
 

@@ -11,6 +11,8 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from common.monitoring import task_logging  # noqa: F401 - connects the task log receivers
+from common.monitoring.services.queue_coverage import unconsumed_queues
+from common.monitoring.services.schedule_guard import install_schedule_guard
 
 if settings.LOG_FORMAT == "json":
     from common.monitoring.json_logging import configure_json_logging
@@ -20,6 +22,9 @@ if settings.LOG_FORMAT == "json":
     signals.setup_logging.connect(configure_json_logging, weak=False)
 
 logger = logging.getLogger(__name__)
+
+# Before any beat builds its scheduler (which reads every row at construction, before beat_init).
+install_schedule_guard()
 
 _heartbeat = None
 
@@ -46,6 +51,21 @@ def _start_worker_heartbeat(sender: Any = None, **_kwargs: Any) -> None:
         tasks_done=tasks_finished,
     )
     _heartbeat.start()
+
+
+@signals.worker_ready.connect
+def _say_what_is_not_consumed(sender: Any = None, **_kwargs: Any) -> None:
+    # At ready, every app's tasks are registered and -Q is applied.
+    consumed = list(sender.app.amqp.queues.consume_from)
+    for queue, tasks in unconsumed_queues(app=sender.app, consumed=consumed).items():
+        logger.warning(
+            "this worker does not consume queue %r (it consumes %s): %s wait there for a worker started with -Q %s",
+            queue,
+            ",".join(consumed),
+            ", ".join(tasks),
+            queue,
+            extra={"event": "worker.queue_not_consumed", "queue": queue, "tasks": tasks, "consumed": consumed},
+        )
 
 
 @signals.worker_shutdown.connect
@@ -78,8 +98,6 @@ def _reconcile_schedules(app: Celery) -> None:
     from common.monitoring.services.schedule_reconciliation import reconcile_settings_schedules
 
     names = set(app.conf.beat_schedule)
-    if app.conf.result_expires:
-        names.add("celery.backend_cleanup")  # django-celery-beat installs it at every start
     try:
         reconcile_settings_schedules(names=names)
     except Exception as exc:

@@ -2,13 +2,15 @@
 
 import logging
 
-from celery import Task, shared_task
+from celery import Task
+
+from common.task_conventions import doorito_task
 
 logger = logging.getLogger(__name__)
 
 
 # The name predates this module (it lived in common/tasks.py): queued messages and periodic tasks use it.
-@shared_task(name="common.tasks.heartbeat", bind=True)
+@doorito_task(name="common.tasks.heartbeat")
 def heartbeat(self: Task) -> dict[str, bool]:
     """Smoke test: proves a worker consumes, runs and stores a result."""
     logger.info(

@@ -9,7 +9,7 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from common.monitoring.services.metrics import build_registry
@@ -19,7 +19,7 @@ _metrics_registry = build_registry()
 
 
 @never_cache
-@require_GET
+@require_safe
 def status_json(request: HttpRequest) -> JsonResponse:
     """The status report as JSON: staff session only (401 when not signed in, 403 when not staff)."""
     user = request.user
@@ -42,7 +42,7 @@ def status_page(request: HttpRequest) -> HttpResponse:
 
 
 @never_cache
-@require_GET
+@require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format for 'Authorization: Bearer <METRICS_TOKEN>'; 404 while METRICS_TOKEN is unset."""
     token = settings.METRICS_TOKEN

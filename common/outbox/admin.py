@@ -21,6 +21,7 @@ from common.outbox.services.endpoints import (
     rotate_secret,
     update_endpoint,
 )
+from common.outbox.services.guarded_http import check_resolved_url
 from common.outbox.services.network_guard import BlockedDestinationError, check_url
 from common.outbox.services.replay import replay_deliveries, retry_now
 from common.outbox.services.subscriptions import validate_event_type_pattern
@@ -65,6 +66,7 @@ class WebhookEndpointForm(forms.ModelForm):
     def clean_url(self) -> str:
         try:
             check_url(url=self.cleaned_data["url"])
+            check_resolved_url(url=self.cleaned_data["url"])
         except BlockedDestinationError as exc:
             raise forms.ValidationError(str(exc)) from None
         return self.cleaned_data["url"]

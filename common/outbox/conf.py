@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from common.app_conf import add_beat_entries, require_at_least, route_tasks
@@ -43,10 +44,13 @@ def configure(config: Any) -> None:
             "OUTBOX_BATCH_SIZE",
             "OUTBOX_DELIVERY_CONCURRENCY",
             "OUTBOX_SWEEP_INTERVAL_SECONDS",
-            "OUTBOX_CLEANUP_INTERVAL_SECONDS",
         ),
         minimum=1,
     )
+    if not 1 <= config.OUTBOX_CLEANUP_INTERVAL_HOURS <= 24:
+        raise ImproperlyConfigured(
+            f"OUTBOX_CLEANUP_INTERVAL_HOURS: must be between 1 and 24, got {config.OUTBOX_CLEANUP_INTERVAL_HOURS}"
+        )
     for name in ("WEBHOOK_CONNECT_TIMEOUT", "WEBHOOK_READ_TIMEOUT"):
         if not 0 < getattr(config, name) < float("inf"):  # also refuses nan
             raise ImproperlyConfigured(f"{name}: seconds, must be positive and finite, got {getattr(config, name)}")
@@ -67,13 +71,14 @@ def configure(config: Any) -> None:
     add_beat_entries(
         config,
         entries={
-            "outbox-sweep": {
+            "deliver-outbox-events-sweep": {
                 "task": "common.tasks.deliver_outbox_events_task",
                 "schedule": float(config.OUTBOX_SWEEP_INTERVAL_SECONDS),
             },
-            "outbox-cleanup": {
+            # Half past, so it never starts with the upload cleanup at the top of the hour.
+            "cleanup-delivered-outbox-events": {
                 "task": "common.tasks.cleanup_delivered_outbox_events_task",
-                "schedule": float(config.OUTBOX_CLEANUP_INTERVAL_SECONDS),
+                "schedule": crontab(minute="30", hour=f"*/{config.OUTBOX_CLEANUP_INTERVAL_HOURS}"),
             },
         },
     )

@@ -15,7 +15,7 @@ from tests.processes import PROJECT_DIR
 DOC = PROJECT_DIR / "docs" / "configuration.md"
 ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \| .*? \| `([^`]*)` \|", re.MULTILINE)
 # A variable sets the setting of the same name, except these (Django's own keep their DJANGO_ prefix).
-SETTING_OF = {"DATABASE_URL": "DATABASES"}
+SETTING_OF = {"DATABASE_URL": "DATABASES", "CELERY_DEFAULT_QUEUE": "CELERY_TASK_DEFAULT_QUEUE"}
 
 
 def documented() -> list[tuple[str, str]]:
@@ -83,6 +83,8 @@ def test_each_documented_variable_changes_its_setting():
         ({"BROKER_CLAIM_BATCH": "0"}, "BROKER_CLAIM_BATCH"),
         ({"BROKER_CLEANUP_INTERVAL": "0"}, "BROKER_CLEANUP_INTERVAL"),
         ({"BROKER_RESCUE_GRACE": "0.5"}, "BROKER_RESCUE_GRACE"),
+        ({"OUTBOX_CLEANUP_INTERVAL_HOURS": "25"}, "OUTBOX_CLEANUP_INTERVAL_HOURS"),
+        ({"FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES": "7"}, "FILE_UPLOAD_EXPIRY_NOTIFY_INTERVAL_MINUTES"),
         ({"BROKER_TRANSPORT_CLASS": "nope.mod:Transport"}, "BROKER_TRANSPORT_CLASS"),
         ({"BROKER_TRANSPORT_CLASS": "kombu.connection:Connection"}, "BROKER_TRANSPORT_CLASS"),
         ({"FILE_STORAGE_BACKEND": "gcs"}, "FILE_STORAGE_BACKEND"),
@@ -199,7 +201,7 @@ def test_serialization_json_only_utc_and_started_tracking():
     assert app.conf.task_time_limit == 300 and app.conf.task_soft_time_limit == 240
 
 
-def test_dev_runs_tasks_eagerly_and_test_does_not():
+def test_dev_and_test_run_tasks_eagerly_and_propagate_errors():
     report = subprocess.run(
         [
             sys.executable,
@@ -217,4 +219,5 @@ def test_dev_runs_tasks_eagerly_and_test_does_not():
         check=True,
     )
     assert report.stdout.split() == ["True", "True", "True"]
-    assert settings.CELERY_TASK_ALWAYS_EAGER is False
+    # Test runs tasks inline and propagates their errors; tests that start real workers opt out.
+    assert settings.CELERY_TASK_ALWAYS_EAGER is True and settings.CELERY_TASK_EAGER_PROPAGATES is True

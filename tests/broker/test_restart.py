@@ -58,7 +58,9 @@ def server():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_worker_survives_a_postgres_restart_with_tasks_running_and_prefetched(server, start_process, tmp_path):
+def test_worker_survives_a_postgres_restart_with_tasks_running_and_prefetched(
+    server, start_process, tmp_path, send_for_real
+):
     pg, url = server
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=PROJECT_DIR, env=process_env(url), check=True

@@ -52,12 +52,12 @@ def test_entry_reconciliation_disabled_is_enabled_again_when_it_returns_to_setti
 def test_beat_start_keeps_a_settings_entry_the_operator_disabled_disabled():
     # What django-celery-beat does at each beat start: write CELERY_BEAT_SCHEDULE into its table.
     DatabaseScheduler(app=celery_app, lazy=True).setup_schedule()
-    PeriodicTask.objects.filter(name="celery.backend_cleanup").update(enabled=False)
+    PeriodicTask.objects.filter(name="cleanup-task-results").update(enabled=False)
 
     DatabaseScheduler(app=celery_app, lazy=True).setup_schedule()  # the next start
-    reconcile_settings_schedules(names=set(celery_app.conf.beat_schedule) | {"celery.backend_cleanup"})
+    reconcile_settings_schedules(names=set(celery_app.conf.beat_schedule))
 
-    assert PeriodicTask.objects.get(name="celery.backend_cleanup").enabled is False
+    assert PeriodicTask.objects.get(name="cleanup-task-results").enabled is False
 
 
 def test_heartbeat_tasks_done_counts_finished_tasks_not_running_ones():

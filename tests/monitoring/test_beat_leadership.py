@@ -163,6 +163,6 @@ def test_beat_start_disables_schedules_removed_from_settings_but_not_admin_ones(
     )
     assert PeriodicTask.objects.get(name="made-in-admin").enabled
     managed = set(SettingsScheduleEntry.objects.filter(disabled_by_reconcile=False).values_list("name", flat=True))
-    assert "celery.backend_cleanup" in managed
+    assert "cleanup-task-results" in managed
     assert "made-in-admin" not in managed
-    assert PeriodicTask.objects.get(name="celery.backend_cleanup").enabled
+    assert PeriodicTask.objects.get(name="cleanup-task-results").enabled

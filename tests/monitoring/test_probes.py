@@ -6,7 +6,7 @@ import pytest
 import requests
 from django.db import connection
 
-from tests.processes import BIN_DIR, ManagedProcess, free_port, process_env
+from tests.processes import ManagedProcess, free_port, gunicorn_command, process_env
 
 
 def test_healthz_is_ok(client):
@@ -43,7 +43,7 @@ def test_readyz_is_503_without_traceback_when_database_is_down(tmp_path):
     closed = "postgresql://postgres@127.0.0.1:1/doorito"
     server = ManagedProcess(
         "web",
-        [str(BIN_DIR / "gunicorn"), "boot.wsgi", "--bind", f"127.0.0.1:{port}"],
+        gunicorn_command("--bind", f"127.0.0.1:{port}"),
         env=process_env(closed),
         log_dir=tmp_path,
     )

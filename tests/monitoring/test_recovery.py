@@ -20,7 +20,15 @@ import pytest
 import requests
 
 from common.embedded_postgres import EmbeddedPostgres
-from tests.processes import BIN_DIR, PROJECT_DIR, ManagedProcess, celery_command, free_port, process_env, wait_until
+from tests.processes import (
+    PROJECT_DIR,
+    ManagedProcess,
+    celery_command,
+    free_port,
+    gunicorn_command,
+    process_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -207,7 +215,7 @@ def _run_outage(pg, url, start, receiver):
         f"create_endpoint(url='http://127.0.0.1:{receiver.server_address[1]}/hook')",
     )
     port = free_port()
-    web = start("web", [str(BIN_DIR / "gunicorn"), "boot.wsgi", "--bind", f"127.0.0.1:{port}", "-w", "1"])
+    web = start("web", gunicorn_command("--bind", f"127.0.0.1:{port}", "-w", "1"))
     worker = start("worker", worker_args("-c", "2", "-n", "outage@%h"))
     beat = start(
         "beat",

@@ -45,7 +45,7 @@ def test_bad_batch_size_is_refused():
 
 def test_the_configured_backend_batches_its_cleanup():
     assert isinstance(celery_app.backend, BatchedCleanupDatabaseBackend)
-    assert "celery.backend_cleanup" in celery_app.conf.beat_schedule
+    assert celery_app.conf.beat_schedule["cleanup-task-results"]["task"] == "celery.backend_cleanup"
     assert celery_app.amqp.router.route({}, "celery.backend_cleanup")["queue"].name == "default"
 
 

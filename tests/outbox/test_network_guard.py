@@ -6,6 +6,7 @@ import ipaddress
 import socket
 
 import pytest
+from django.test import override_settings
 
 from common.outbox.models import DeliveryAttempt, WebhookDelivery
 from common.outbox.services.delivery.dispatcher import deliver_due
@@ -62,9 +63,11 @@ def test_endpoint_with_a_literal_internal_address_is_refused_at_creation(no_allo
 
 
 def test_hostname_resolving_to_loopback_is_refused_at_connect_with_the_reason_logged(no_allowlist, receiver):
-    # "localhost" is a name, so creation passes; the real resolver answers 127.0.0.1 at connect time.
+    # Registered while the name was allowed (DNS and allowlists change); the real resolver answers
+    # 127.0.0.1 at connect time, when loopback is refused.
     url = receiver.plan("/ok", [200]).replace("127.0.0.1", "localhost")
-    endpoint = create_endpoint(url=url)
+    with override_settings(WEBHOOK_ALLOWED_NETWORKS=["127.0.0.0/8"]):
+        endpoint = create_endpoint(url=url)
     emit("k", aggregate_id="1", payload={})
     deliver_due(limit=10, time_budget=5)
     assert receiver.received() == []

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from pathlib import Path
 
 import requests
 
-from tests.processes import ManagedProcess, free_port, process_env
+from tests.processes import ManagedProcess, free_port, gunicorn_command, process_env
 
 
 def start_gunicorn(
@@ -24,16 +23,7 @@ def start_gunicorn(
 ) -> tuple[ManagedProcess, str]:
     """Start `gunicorn boot.wsgi` (sync workers, Test configuration) and wait until it answers /healthz."""
     port = free_port()
-    args = [
-        str(Path(sys.executable).parent / "gunicorn"),
-        app,
-        "--bind",
-        f"127.0.0.1:{port}",
-        "--workers",
-        str(workers),
-        "--timeout",
-        "600",
-    ]
+    args = gunicorn_command("--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--timeout", "600", app=app)
     proc = ManagedProcess(
         name,
         args,

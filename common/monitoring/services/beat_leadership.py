@@ -46,9 +46,11 @@ _HOLDS_LOCK = (
 )
 
 # Fenced: matches only while this session holds the lock. (_HOLDS_LOCK is a constant, not input.)
+# A one-off task is disabled in the same statement as its only slot is written: django-celery-beat
+# would only do it when it next checks the entry, which for a clocked schedule is never.
 _PERSIST_SLOT = (
-    "UPDATE django_celery_beat_periodictask SET last_run_at = %s, total_run_count = %s "  # noqa: S608
-    f"WHERE id = %s AND {_HOLDS_LOCK}"
+    "UPDATE django_celery_beat_periodictask SET last_run_at = %s, total_run_count = %s, "  # noqa: S608
+    f"enabled = enabled AND NOT one_off WHERE id = %s AND {_HOLDS_LOCK}"
 )
 
 
@@ -225,6 +227,8 @@ def install_beat_leadership(*, service: Any, on_leadership: Callable[[], None] |
             except SlotGone:
                 forget_schedule()
                 raise
+            if model.one_off:
+                model.enabled = False  # as _PERSIST_SLOT just wrote
             if is_database_scheduler:
                 # Already written, fenced by the lock. Dropping it from the dirty set keeps a deposed
                 # leader's periodic sync() from writing an older last_run_at over the new leader's.
@@ -237,6 +241,8 @@ def install_beat_leadership(*, service: Any, on_leadership: Callable[[], None] |
                 if held is not None:
                     held.last_run_at = held.model.last_run_at = new_entry.last_run_at
                     held.total_run_count = held.model.total_run_count = new_entry.total_run_count
+                    if model.one_off:
+                        held.model.enabled = False
         return new_entry
 
     def tick(*args: Any, **kwargs: Any) -> float:

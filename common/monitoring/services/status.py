@@ -9,10 +9,12 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
 from django_celery_results.models import TaskResult
 
 from common.broker.services.inspection import queue_stats
-from common.monitoring.models import BeatInstance, WorkerHeartbeat
+from common.broker.services.redis_inspection import is_redis_url, redis_queue_stats
+from common.monitoring.models import BeatInstance, ScheduleFault, WorkerHeartbeat
 from common.outbox.services.health import get_outbox_health
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,9 @@ def beat_state(*, now: datetime | None = None) -> dict[str, Any]:
 
 def _queue_stats() -> dict:
     try:
+        if is_redis_url(settings.CELERY_BROKER_URL):
+            names = [queue.name for queue in settings.CELERY_TASK_QUEUES]
+            return {"available": True, "queues": redis_queue_stats(broker_url=settings.CELERY_BROKER_URL, queues=names)}
         return {"available": True, "queues": queue_stats()}
     except Exception as exc:  # a status screen reports what it cannot read instead of failing
         return {"available": False, "error": f"{type(exc).__name__}: {exc}", "queues": []}
@@ -101,6 +106,15 @@ def task_outcomes(*, since: datetime) -> dict[str, int]:
         "retried": counts.get("RETRY", 0),
         "by_state": counts,
     }
+
+
+def schedule_faults() -> list[dict]:
+    """Periodic tasks beat disabled because it could not run them, while they stay disabled (and exist)."""
+    disabled = PeriodicTask.objects.filter(enabled=False).values_list("name", flat=True)
+    return [
+        {"name": f.name, "task": f.task, "reason": f.reason, "disabled_at": f.disabled_at.isoformat()}
+        for f in ScheduleFault.objects.filter(name__in=disabled)
+    ]
 
 
 def _alarms(report: dict) -> list[dict]:
@@ -152,6 +166,14 @@ def _alarms(report: dict) -> list[dict]:
                 f"{endpoint.get('failing_since')}, active={endpoint.get('is_active')}",
             }
         )
+    for fault in report["schedule_faults"]:
+        alarms.append(
+            {
+                "code": "SCHEDULE_DISABLED",
+                "message": f"periodic task {fault['name']} ({fault['task']}) disabled by beat at "
+                f"{fault['disabled_at']}: {fault['reason']}",
+            }
+        )
     if report["tasks_last_hour"]["failed"]:
         alarms.append(
             {
@@ -172,6 +194,7 @@ def build_status_report() -> dict:
         "queues": _queue_stats(),
         "outbox": _outbox_health(),
         "tasks_last_hour": task_outcomes(since=now - timedelta(hours=1)),
+        "schedule_faults": schedule_faults(),
     }
     report["alarms"] = _alarms(report)
     return report

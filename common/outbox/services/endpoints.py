@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from common.outbox.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, lease_is_free, max_length_of
+from common.outbox.services.guarded_http import check_resolved_url
 from common.outbox.services.network_guard import check_url
 from common.outbox.services.signing import generate_secret
 from common.outbox.services.subscriptions import validate_event_type_pattern
@@ -31,6 +32,7 @@ def validate_endpoint_input(*, url: str, event_types: object, description: str) 
         _url_syntax(url)
     except ValidationError:
         raise ValidationError({"url": f"not a valid http(s) URL: {url!r}"}) from None
+    check_resolved_url(url=url)  # a name pointing inside now is refused now, not after days of retries
     # A bare string would be iterated character by character; a dict or number has no meaning here.
     if event_types is None:
         event_types = []

@@ -19,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+from django.conf import settings
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -147,6 +149,35 @@ def _resolve(host: str, port: int, timeout: float | None) -> list:
         raise DestinationResolutionError(f"DNS lookup of {host!r} took longer than {timeout:.3g}s") from None
 
 
+def _refuse_internal_answers(*, host: str, infos: list, action: str) -> None:
+    # Refuse if ANY answer is internal: trying only the public ones would still let an attacker
+    # steer us by ordering, and a mixed answer is a red flag on its own.
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        reason = refusal_reason(address=address)
+        if reason:
+            raise BlockedDestinationError(
+                f"refused {action} {host!r}: it resolves to {address}, a {reason} address "
+                "(allow it with WEBHOOK_ALLOWED_NETWORKS)"
+            )
+
+
+def check_resolved_url(*, url: str) -> None:
+    """Raise BlockedDestinationError if the URL's host name resolves now to a refused address.
+
+    A name that does not resolve (yet) passes: DNS may be set up after the endpoint, and the
+    connect-time check (which also catches later DNS changes) stays the guard that counts.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return
+    try:
+        infos = _resolve(parts.hostname, parts.port or 443, settings.WEBHOOK_CONNECT_TIMEOUT)
+    except (OSError, ValueError):  # gaierror, DestinationResolutionError, a bad port
+        return
+    _refuse_internal_answers(host=parts.hostname, infos=infos, action="webhook URL host")
+
+
 def _guarded_socket(conn: HTTPConnection) -> socket.socket:
     host = conn._dns_host
     deadline = _current_deadline()
@@ -159,16 +190,7 @@ def _guarded_socket(conn: HTTPConnection) -> socket.socket:
         infos = _resolve(host, conn.port, timeout)
     except socket.gaierror as exc:
         raise DestinationResolutionError(f"DNS lookup failed: {exc}") from None
-    # Refuse if ANY answer is internal: trying only the public ones would still let an attacker
-    # steer us by ordering, and a mixed answer is a red flag on its own.
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
-        reason = refusal_reason(address=address)
-        if reason:
-            raise BlockedDestinationError(
-                f"refused connection to {host!r}: it resolves to {address}, a {reason} address "
-                "(allow it with WEBHOOK_ALLOWED_NETWORKS)"
-            )
+    _refuse_internal_answers(host=host, infos=infos, action="connection to")
     last_error: OSError | None = None
     for family, socktype, proto, _, sockaddr in infos:
         sock = socket.socket(family, socktype, proto)
