@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test format bench db-stop screenshots chromium
+.PHONY: dev test typecheck format bench db-stop screenshots chromium
 
 dev: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
@@ -13,7 +13,13 @@ dev: $(STAMP)
 test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(MAKE) typecheck
 	$(BIN)/pytest
+
+# mypy with django-stubs on boot/, common/ and portal/ (strict on the apps: pyproject.toml). The settings are
+# loaded as the Test configuration; DATABASE_URL is only parsed there, never connected to.
+typecheck: $(STAMP)
+	DJANGO_CONFIGURATION=Test DATABASE_URL=postgresql://typecheck@127.0.0.1:5432/typecheck $(BIN)/mypy
 
 # The committed benchmarks (not part of `make test`): each prints ratios against a baseline of the same run.
 bench: $(STAMP)

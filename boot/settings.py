@@ -8,6 +8,7 @@ one takes effect.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,11 @@ from common.outbox import conf as outbox_conf
 from portal import conf as portal_conf
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Variables that changed name: {old: what to set instead}. Start-up refuses the old name.
+RENAMED_VARIABLES = {
+    "OUTBOX_CLEANUP_INTERVAL_SECONDS": "OUTBOX_CLEANUP_INTERVAL_HOURS (hours between cleanups, run at :30)",
+}
 
 
 class Base(Configuration):
@@ -104,7 +110,7 @@ class Base(Configuration):
     USE_TZ = True
     STATIC_URL = "static/"
     # Dev and Test serve static files from the apps' folders; Prod from STATIC_ROOT after collectstatic.
-    STATIC_ROOT = None
+    STATIC_ROOT: Path | None = None
     WHITENOISE_USE_FINDERS = True
     STATICFILES_BACKEND = "django.contrib.staticfiles.storage.StaticFilesStorage"
 
@@ -261,6 +267,10 @@ class Base(Configuration):
         for variable, setting_name in cls.REQUIRED_VARIABLES.items():
             if not getattr(cls, setting_name):
                 raise ImproperlyConfigured(f"{variable} must be set in the {cls.__name__} configuration")
+        for old, new in RENAMED_VARIABLES.items():
+            # A renamed variable left in an environment would otherwise be ignored without a word.
+            if old in os.environ:
+                raise ImproperlyConfigured(f"{old} was renamed: set {new} instead")
         cls.DATABASES = {"default": cls._database()}
         resolve_default_queue(cls)  # before any app routes a task to it
         # Each app owns its settings' invariants, beat entries and task routes.

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.middleware.csrf import CsrfViewMiddleware
@@ -28,15 +27,9 @@ from portal.services.file_access import get_owned_upload, is_expired, open_for_d
 from portal.services.removal import Removal, delete_upload
 from portal.services.tokens import create_api_token, revoke_user_api_token, user_api_tokens
 from portal.services.uploads import receive_upload
-from portal.views import body_stream
+from portal.views import SignedInRequest, body_stream
 
 SHORT_SHA256 = 12  # hex characters shown in the list; the full value is copied
-
-
-class SignedInRequest(HttpRequest):
-    """A request that passed login_required: its user is a real account (for the type checker)."""
-
-    user: User
 
 
 def no_store(response: HttpResponse) -> HttpResponse:

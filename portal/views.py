@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import functools
-from typing import IO
+from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from portal.downloads import download_response
@@ -16,10 +19,17 @@ from portal.services.api_description import openapi_document
 from portal.services.errors import UploadRejected
 from portal.services.file_access import get_owned_upload, is_expired, open_for_download, owned_uploads
 from portal.services.removal import delete_upload
+from portal.services.request_body import ByteSource
 from portal.services.tokens import authenticate_api_token
 from portal.services.uploads import receive_upload
 
 MAX_PAGE_SIZE = 100
+
+
+class SignedInRequest(HttpRequest):
+    """A request whose user is a real account (a valid API token, or login_required): for the type checker."""
+
+    user: User
 
 
 def error(code: str, message: str, status: int, **headers: str) -> JsonResponse:
@@ -29,7 +39,7 @@ def error(code: str, message: str, status: int, **headers: str) -> JsonResponse:
     return response
 
 
-def file_json(upload: UploadFile) -> dict:
+def file_json(upload: UploadFile) -> dict[str, Any]:
     return {
         "id": str(upload.id),
         "name": upload.original_filename,
@@ -42,15 +52,15 @@ def file_json(upload: UploadFile) -> dict:
     }
 
 
-def api_view(*methods: str):
+def api_view(*methods: str) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """JSON API wrapper: CSRF-exempt (token auth), HEAD wherever GET, 405 for other methods, 401 without a token."""
     # HEAD runs the GET view; the server sends its headers without the body (RFC 9110 9.3.2).
     allowed = (*methods, "HEAD") if "GET" in methods else methods
 
-    def decorate(view):
+    def decorate(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @csrf_exempt
         @functools.wraps(view)
-        def wrapper(request: HttpRequest, *args, **kwargs):
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in allowed:
                 return error("method_not_allowed", f"Use {', '.join(allowed)}.", 405, Allow=", ".join(allowed))
             scheme, _, plaintext = request.headers.get("Authorization", "").partition(" ")
@@ -74,7 +84,7 @@ def api_view(*methods: str):
 
 
 @api_view("GET", "POST")
-def files(request: HttpRequest):
+def files(request: SignedInRequest) -> HttpResponse:
     if request.method == "POST":
         return _upload(request)
     try:
@@ -103,13 +113,13 @@ def files(request: HttpRequest):
     )
 
 
-def body_stream(request: HttpRequest) -> IO[bytes]:
+def body_stream(request: HttpRequest) -> ByteSource:
     """The request body to stream from: a chunked body (no Content-Length) only reads from the server's input."""
     chunked = not request.META.get("CONTENT_LENGTH") and request.META.get("wsgi.input_terminated")
     return request.META["wsgi.input"] if chunked else request
 
 
-def _upload(request: HttpRequest):
+def _upload(request: SignedInRequest) -> HttpResponse:
     upload = receive_upload(owner=request.user, meta=request.META, stream=body_stream(request), params=request.GET)
     response = JsonResponse(file_json(upload), status=201)
     response["Location"] = f"{request.path.rstrip('/')}/{upload.id}"
@@ -117,7 +127,7 @@ def _upload(request: HttpRequest):
 
 
 @api_view("GET", "DELETE")
-def file_detail(request: HttpRequest, file_id: str):
+def file_detail(request: SignedInRequest, file_id: str) -> HttpResponse:
     upload = get_owned_upload(owner=request.user, file_id=file_id)
     if request.method == "DELETE":
         delete_upload(upload=upload)
@@ -126,7 +136,7 @@ def file_detail(request: HttpRequest, file_id: str):
 
 
 @api_view("GET")
-def file_download(request: HttpRequest, file_id: str):
+def file_download(request: SignedInRequest, file_id: str) -> FileResponse:
     upload, handle = open_for_download(owner=request.user, file_id=file_id)
     return download_response(upload=upload, handle=handle)
 

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 # Attributes every LogRecord has; anything else came in through `extra=` and is worth keeping.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
@@ -15,7 +16,7 @@ class JsonLogFormatter(logging.Formatter):
     """One line per record: ts, level, logger, message, the record's `extra` fields, and exc if any."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
@@ -27,7 +28,7 @@ class JsonLogFormatter(logging.Formatter):
                 entry[key] = value
         if record.name == "gunicorn.access" and isinstance(record.args, Mapping):
             # Gunicorn passes the request's fields ("atoms") as the format arguments: keep them as fields.
-            atoms = record.args
+            atoms: Mapping[str, Any] = record.args
             entry.update(
                 event="http.request",
                 method=atoms.get("m"),

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import logging.config
+from typing import Any
 
 from celery.utils.log import get_multiprocessing_logger
 from django.conf import settings
 
 
-def configure_json_logging(loglevel=None, **_kwargs) -> None:
+def configure_json_logging(loglevel: int | str | None = None, **_kwargs: Any) -> None:
     """Celery's setup_logging receiver: apply settings.LOGGING (JSON) to everything, pool and stdout included."""
     logging.config.dictConfig(settings.LOGGING)
     if loglevel:
@@ -26,4 +27,6 @@ def configure_json_logging(loglevel=None, **_kwargs) -> None:
     from celery import current_app
 
     # print() in a task becomes a log record too, so it is JSON like everything else.
-    current_app.log.redirect_stdouts(loglevel="WARNING")  # a name: Celery passes it on via the environment
+    # A name, not a number: Celery passes it on via the environment, where only a name parses back
+    # (celery-types declares an int).
+    current_app.log.redirect_stdouts(loglevel="WARNING")  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from celery import signals
 from celery.exceptions import TimeLimitExceeded
@@ -17,13 +18,23 @@ logger = logging.getLogger("doorito.tasks")
 _started: dict[str, float] = {}
 
 
-def _queue(request) -> str | None:
+def _queue(request: Any) -> str | None:
     info = getattr(request, "delivery_info", None) or {}
     # Our queues each have their own direct exchange whose routing key is the queue name.
     return info.get("routing_key") or info.get("exchange") or None
 
 
-def _log(level: int, outcome: str, *, task_id: str, name: str, request, queue=None, runtime=None, **more) -> None:
+def _log(
+    level: int,
+    outcome: str,
+    *,
+    task_id: str,
+    name: str,
+    request: Any,
+    queue: str | None = None,
+    runtime: float | None = None,
+    **more: Any,
+) -> None:
     started = _started.get(task_id)
     if runtime is None and started is not None and outcome != "started":
         runtime = round(time.monotonic() - started, 6)
@@ -47,23 +58,23 @@ def _log(level: int, outcome: str, *, task_id: str, name: str, request, queue=No
 
 
 @signals.task_prerun.connect
-def _on_start(sender=None, task_id=None, task=None, **_kwargs) -> None:
+def _on_start(sender: Any = None, task_id: str = "", task: Any = None, **_kwargs: Any) -> None:
     _started[task_id] = time.monotonic()
     _log(logging.INFO, "started", task_id=task_id, name=task.name, request=task.request)
 
 
 @signals.task_success.connect
-def _on_success(sender=None, **_kwargs) -> None:
+def _on_success(sender: Any = None, **_kwargs: Any) -> None:
     _log(logging.INFO, "succeeded", task_id=sender.request.id, name=sender.name, request=sender.request)
 
 
 @signals.task_retry.connect
-def _on_retry(sender=None, request=None, reason=None, **_kwargs) -> None:
+def _on_retry(sender: Any = None, request: Any = None, reason: Any = None, **_kwargs: Any) -> None:
     _log(logging.WARNING, "retried", task_id=request.id, name=sender.name, request=request, reason=str(reason))
 
 
 @signals.task_failure.connect
-def _on_failure(sender=None, task_id=None, exception=None, **_kwargs) -> None:
+def _on_failure(sender: Any = None, task_id: str = "", exception: BaseException | None = None, **_kwargs: Any) -> None:
     request = getattr(sender, "request", None)
     queue = runtime = None
     if isinstance(exception, TimeLimitExceeded) and _queue(request) is None:
@@ -84,7 +95,7 @@ def _on_failure(sender=None, task_id=None, exception=None, **_kwargs) -> None:
     )
 
 
-def _routed_queue(task) -> str | None:
+def _routed_queue(task: Any) -> str | None:
     try:
         queue = task.app.amqp.router.route({}, task.name)["queue"]
     except Exception:  # logging must never fail because routing could not be worked out
@@ -93,5 +104,5 @@ def _routed_queue(task) -> str | None:
 
 
 @signals.task_postrun.connect
-def _on_end(sender=None, task_id=None, **_kwargs) -> None:
+def _on_end(sender: Any = None, task_id: str = "", **_kwargs: Any) -> None:
     _started.pop(task_id, None)

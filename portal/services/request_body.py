@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import IO
+from typing import Protocol
 
 try:  # gunicorn reports broken chunked framing with its own (non-OSError) exceptions
     from gunicorn.http.errors import ParseException as _FramingError
@@ -14,6 +14,12 @@ except ImportError:  # pragma: no cover - another WSGI server
 _CLIENT_READ_ERRORS = (OSError, _FramingError)
 
 
+class ByteSource(Protocol):
+    """What a request body is read from: an HttpRequest, a WSGI input stream, a file."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
 class ClientGone(Exception):
     """Reading the request body failed: the client's side, whatever the exception was."""
 
@@ -21,7 +27,7 @@ class ClientGone(Exception):
 class ClientStream:
     """The request body, read-only; a failed read becomes ClientGone, so an OSError elsewhere is the server's."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: ByteSource) -> None:
         self._stream = stream
 
     def read(self, size: int = -1) -> bytes:

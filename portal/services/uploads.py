@@ -11,12 +11,12 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import IO
+from typing import IO, Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.core.files import File
+from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from django.utils import timezone
@@ -26,7 +26,7 @@ from portal.services.content_types import SNIFF_BYTES, check_content_type, sniff
 from portal.services.errors import UploadRejected
 from portal.services.filenames import validate_display_filename
 from portal.services.removal import staging_path
-from portal.services.request_body import ClientGone, ClientStream
+from portal.services.request_body import ByteSource, ClientGone, ClientStream
 from portal.services.staged_uploads import (
     StagedContent,
     begin_upload,
@@ -44,7 +44,7 @@ ENVELOPE_BYTES = 1024 * 1024
 class _StreamingParser(MultiPartParser):
     """Django's multipart parser, but names are judged before Django strips their paths silently."""
 
-    def sanitize_file_name(self, file_name):
+    def sanitize_file_name(self, file_name: str) -> str:
         return validate_display_filename(raw=file_name)
 
 
@@ -63,7 +63,15 @@ class _StagingHandler(FileUploadHandler):
         self._head = b""
         self._out: IO[bytes] | None = None
 
-    def new_file(self, field_name, file_name, content_type, content_length, charset=None, content_type_extra=None):
+    def new_file(
+        self,
+        field_name: str,
+        file_name: str,
+        content_type: str,
+        content_length: int | None,
+        charset: str | None = None,
+        content_type_extra: dict[str, bytes] | None = None,
+    ) -> None:
         if field_name != FILE_FIELD:
             raise UploadRejected("unexpected_file_field", f"Send the file in the form field {FILE_FIELD!r}.")
         if self.upload is not None:
@@ -73,7 +81,13 @@ class _StagingHandler(FileUploadHandler):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._out = open(path, "xb")  # noqa: SIM115 - closed in file_complete or close()
 
-    def receive_data_chunk(self, raw_data, start):
+    def _staged(self) -> tuple[UploadFile, IO[bytes]]:
+        # Django calls new_file before any chunk, so both exist once data arrives.
+        if self.upload is None or self._out is None:
+            raise UploadRejected("malformed_multipart", "File data arrived before its part headers.")
+        return self.upload, self._out
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
         self.size += len(raw_data)
         if self.size > settings.FILE_UPLOAD_MAX_SIZE:
             raise UploadRejected(
@@ -84,15 +98,16 @@ class _StagingHandler(FileUploadHandler):
             if len(self._head) >= SNIFF_BYTES:
                 self._decide_type()
         self._digest.update(raw_data)
-        self._out.write(raw_data)
+        self._staged()[1].write(raw_data)
         return None  # no other handler sees the bytes: nothing is buffered
 
-    def file_complete(self, file_size):
+    def file_complete(self, file_size: int) -> UploadedFile:
         if self.content_type is None and self._head:
             self._decide_type()
-        self._out.close()
+        upload, out = self._staged()
+        out.close()
         # A marker for the parser (it needs a truthy file object); the bytes stay in staging, unopened.
-        return File(None, name=self.upload.storage_name)
+        return UploadedFile(None, name=upload.storage_name, size=file_size)
 
     def close(self) -> None:
         if self._out is not None and not self._out.closed:
@@ -109,14 +124,14 @@ class _StagingHandler(FileUploadHandler):
     def _decide_type(self) -> None:
         # Rejecting on the first bytes means a disallowed type never streams in full.
         self.content_type = sniff_content_type(head=self._head)
-        check_content_type(sniffed=self.content_type, filename=self.upload.original_filename)
+        check_content_type(sniffed=self.content_type, filename=self._staged()[0].original_filename)
 
 
 def receive_upload(
     *,
     owner: User,
     meta: Mapping[str, str],
-    stream: IO[bytes],
+    stream: ByteSource,
     params: Mapping[str, str],
     now: datetime | None = None,
     check_fields: Callable[[Mapping[str, str]], None] | None = None,
@@ -144,7 +159,9 @@ def receive_upload(
         parser_meta["CONTENT_LENGTH"] = str(settings.FILE_UPLOAD_MAX_SIZE + ENVELOPE_BYTES)
     try:
         try:
-            fields, files = _StreamingParser(parser_meta, ClientStream(stream), [handler]).parse()
+            # Django's parser only calls read() (through ChunkIter); its stub asks for the whole file protocol.
+            body = cast(Any, ClientStream(stream))
+            fields, files = _StreamingParser(parser_meta, body, [handler]).parse()
         except MultiPartParserError as exc:
             raise UploadRejected("malformed_multipart", f"The multipart body is malformed: {exc}") from None
         except (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent) as exc:
@@ -161,7 +178,7 @@ def receive_upload(
                 raise UploadRejected("incomplete_body", "The file part ended before its closing boundary.")
             raise UploadRejected("missing_file", f"The request has no file part named {FILE_FIELD!r}.")
         if "ttl_hours" in fields:
-            ttl_hours = parse_ttl_hours(raw=fields["ttl_hours"])
+            ttl_hours = parse_ttl_hours(raw=fields.get("ttl_hours"))
         client_sha256 = parse_client_sha256(raw=fields.get("sha256")) or client_sha256
         content = StagedContent(size=handler.size, sha256=handler.sha256, head=handler.head)
         return store_staged_upload(

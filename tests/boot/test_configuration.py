@@ -117,6 +117,8 @@ def test_malformed_value_fails_at_start_naming_the_variable(env, variable, comma
         ({"WEBHOOK_READ_TIMEOUT": "-1"}, "WEBHOOK_READ_TIMEOUT"),
         ({"WEBHOOK_READ_TIMEOUT": "nan"}, "WEBHOOK_READ_TIMEOUT"),
         ({"OUTBOX_DELIVER_SOFT_TIME_LIMIT": "20"}, "OUTBOX_DELIVER_SOFT_TIME_LIMIT"),
+        # Renamed: the old name would otherwise be ignored silently.
+        ({"OUTBOX_CLEANUP_INTERVAL_SECONDS": "3600"}, "OUTBOX_CLEANUP_INTERVAL_HOURS"),
     ],
 )
 def test_outbox_settings_that_cannot_work_fail_at_start_naming_the_variable(env, variable):

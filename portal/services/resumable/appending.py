@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hmac
 from datetime import datetime
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -20,7 +20,7 @@ from django.utils import timezone
 from portal.models import ResumableUpload
 from portal.services.content_types import SNIFF_BYTES, check_content_type, sniff_content_type
 from portal.services.errors import UploadRejected
-from portal.services.request_body import ClientGone, ClientStream
+from portal.services.request_body import ByteSource, ClientGone, ClientStream
 from portal.services.resumable.completion import complete_upload
 from portal.services.resumable.creation import too_large
 from portal.services.resumable.locking import upload_lock
@@ -47,7 +47,7 @@ def append_to_upload(
     owner: User,
     upload_id: str,
     offset: int,
-    body: IO[bytes],
+    body: ByteSource,
     content_length: int | None,
     checksum: Checksum | None = None,
     declared_length: int | None = None,
