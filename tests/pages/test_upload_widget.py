@@ -1,6 +1,7 @@
 """The upload page in a real browser: Uppy's Dashboard over tus against gunicorn, through a byte-counting proxy.
 
-Three files at once (one of 200 MB), the browser taken offline mid-upload and back, a reload mid-upload,
+Three files at once (one of 200 MB), the browser taken offline mid-upload and back, pause and resume, a reload
+mid-upload,
 the list with countdowns, a download compared by SHA-256, a delete, and a refused file with the server's reason.
 """
 
@@ -110,13 +111,25 @@ def test_three_files_resume_after_offline_and_reload_then_list_download_delete(p
         # The TTL chosen on the page, counted from when the upload finished (tus), not when it began.
         assert timedelta(hours=2) <= stored.expires_at - stored.created_at < timedelta(hours=2, minutes=5)
 
-    # Reload mid-upload: Golden Retriever restores the file and tus resumes from the server's offset.
+    # Pause and resume, then reload mid-upload: Golden Retriever restores the file and tus resumes from the
+    # server's offset.
     again = tmp_path / "again.bin"
     again.write_bytes(os.urandom(80 * MB))
     page.goto("/upload/")
     add_files(page, [again])
     before = proxy.upstream_bytes
     start_upload(page)
+
+    # Pause in the Dashboard: nothing moves and nothing reaches the server; resume continues from there.
+    wait_for_progress(page, "again.bin", 0.2)
+    page.get_by_role("button", name="Pause upload").first.click()
+    time.sleep(0.5)  # the PATCH in flight is aborted
+    paused, paused_bytes = progress_of(page, "again.bin"), proxy.upstream_bytes
+    time.sleep(1.5)
+    assert progress_of(page, "again.bin")["bytesUploaded"] == paused["bytesUploaded"] < paused["bytesTotal"]
+    assert proxy.upstream_bytes == paused_bytes
+    page.get_by_role("button", name="Resume upload").first.click()
+
     wait_for_progress(page, "again.bin", 0.4)
     page.reload()
     page.wait_for_function(ALL_DONE, timeout=180_000)
