@@ -1,8 +1,8 @@
 """The upload page in a real browser: Uppy's Dashboard over tus against gunicorn, through a byte-counting proxy.
 
 Three files at once (one of 200 MB), the browser taken offline mid-upload and back, pause and resume, a reload
-mid-upload,
-the list with countdowns, a download compared by SHA-256, a delete, and a refused file with the server's reason.
+mid-upload, the list with countdowns, a download compared by SHA-256, a delete, and a refused file with the
+server's reason.
 """
 
 from __future__ import annotations
