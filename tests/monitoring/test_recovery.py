@@ -101,13 +101,10 @@ def django(url: str, code: str) -> str:
     return done.stdout.strip()
 
 
-def send(url: str, name: str, *args, times: int = 1) -> str | list[str]:
-    ids = django(
-        url,
-        "from boot.celery import app\n"
-        f"for _ in range({times}): print(app.send_task({name!r}, args={list(args)!r}, queue='default').id)",
-    ).split()
-    return ids[0] if times == 1 else ids
+def send_all(url: str, *tasks: tuple[str, list]) -> list[str]:
+    """Send (name, args) tasks in this order from one Doorito shell: one process start, so they go out back to back."""
+    sends = "".join(f"print(app.send_task({name!r}, args={args!r}, queue='default').id)\n" for name, args in tasks)
+    return django(url, "from boot.celery import app\n" + sends).split()
 
 
 def status_of(url: str, task_id: str) -> str | None:
@@ -129,10 +126,11 @@ def test_worker_sigterm_finishes_the_running_task_and_leaves_queued_ones(cluster
     # certainly not started before the SIGTERM (with a larger prefetch Celery may run what it prefetched).
     first = start("worker-a", worker_args("-c", "1", "--prefetch-multiplier", "1", "-n", "a@%h"))
     first.wait_for_output(r"ready\.", timeout=60)
-    running = send(url, "ops_sample.sleep", 4.5)  # under the soft time limit in FAST
+    # Sent together (a shell takes seconds to start: sending the others after the first started could
+    # outlast it). The first is claimed first; the queued ones wait in the broker behind it.
+    running, *queued = send_all(url, ("ops_sample.sleep", [4.5]), *[("ops_sample.sleep", [0.1])] * 3)
     wait_until(lambda: status_of(url, running) == "STARTED", 30, "the first task to start")
-    queued = send(url, "ops_sample.sleep", 0.1, times=3)  # behind the running one
-    assert status_of(url, running) == "STARTED"  # so the SIGTERM below lands while it runs
+    assert [status_of(url, task) for task in queued] == [None, None, None]  # the SIGTERM lands while it runs
 
     first.signal(15)
     first.popen.wait(timeout=30)
@@ -150,8 +148,7 @@ def test_worker_kill_9_loses_early_ack_task_and_redelivers_late_ack_task(cluster
     _pg, url, start = cluster
     doomed = start("worker-doomed", worker_args("-c", "2", "-n", "doomed@%h"))
     doomed.wait_for_output(r"ready\.", timeout=60)
-    early = send(url, "ops_sample.sleep_early", 4)
-    late = send(url, "ops_sample.sleep_late", 4)
+    early, late = send_all(url, ("ops_sample.sleep_early", [4]), ("ops_sample.sleep_late", [4]))
     wait_until(lambda: {status_of(url, early), status_of(url, late)} == {"STARTED"}, 30, "both tasks running")
     # Early ack: the message was deleted when the task started.
     assert not in_broker(url, early) and in_broker(url, late)
@@ -259,7 +256,7 @@ def _run_outage(pg, url, start, receiver):
     wait_until(lambda: receiver.accepted, 90, "the outbox event to be delivered")
     assert {hit["webhook-id"] for hit in receiver.accepted} == {f"msg_{uuid.UUID(event_id).hex}"}
     assert receiver.accepted[0]["body"]["type"] == "ops.outage"
-    fresh = send(url, "common.tasks.heartbeat")
+    (fresh,) = send_all(url, ("common.tasks.heartbeat", []))
     wait_until(lambda: status_of(url, fresh) == "SUCCESS", 60, "a new task after the outage")
     for proc in (web, worker, beat):
         assert proc.popen.poll() is None, f"{proc.name} exited:\n{proc.output()[-3000:]}"

@@ -33,7 +33,8 @@ def test_a_nul_byte_in_one_response_body_does_not_stop_recording_the_chunk(recei
 
 
 @pytest.mark.django_db(transaction=True)  # the foreign key is checked at commit (deferred)
-def test_a_batch_the_database_refuses_is_recorded_row_by_row(receiver):
+def test_a_batch_the_database_refuses_is_recorded_row_by_row(receiver, clean_broker):
+    # clean_broker: the nudges wait in the broker, so this test's own dispatcher does the delivering.
     # A row that cannot be stored at all (its delivery was deleted while it was on the wire) used to
     # sink the batch INSERT and leave every other delivery in it leased, to be re-sent after the lease.
     gone = create_endpoint(url=receiver.plan("/gone", [200]))

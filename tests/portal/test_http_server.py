@@ -158,7 +158,7 @@ def test_wrong_method_and_bad_tokens(server, make_user):
     _, token = make_user("alice")
     auth = {"Authorization": f"Bearer {token}"}
     response = requests.put(f"{base}/api/files", headers=auth, timeout=10)
-    assert error_code(response, 405) == "method_not_allowed" and response.headers["Allow"] == "GET, POST"
+    assert error_code(response, 405) == "method_not_allowed" and response.headers["Allow"] == "GET, POST, HEAD"
     assert (
         error_code(requests.post(f"{base}/api/files/{uuid.uuid4()}", headers=auth, timeout=10), 405)
         == "method_not_allowed"
