@@ -10,8 +10,12 @@ import pytest
 import portal.tasks
 from boot.celery import app
 from boot.celery import heartbeat as heartbeat_from_boot
+from tests.processes import wait_until
 
 OURS = ("common.", "portal.")
+ROWS_WITH_SECONDS_UNTIL_DUE = (
+    "SELECT version, extract(epoch FROM timestamp - now() AT TIME ZONE 'UTC')::float FROM kombu_message"
+)
 
 
 def our_tasks():
@@ -74,9 +78,17 @@ def test_on_a_worker_an_unexpected_error_is_retried_in_60_seconds(start_worker, 
         worker.wait_for_output(r"cleanup_delivered_outbox_events_task failed \(attempt 1 of 3\)", timeout=60)
         text = worker.wait_for_output(r"task retried: common\.tasks\.cleanup_delivered_outbox_events_task", timeout=30)
         assert "Traceback" in text and "common_outboxevent" in text
-        with connection.cursor() as cursor:  # the retry waits its 60 s as an ETA message
-            cursor.execute("SELECT count(*) FROM kombu_message")
-            assert cursor.fetchone()[0] == 1
+
+        def rows() -> list[tuple[int, float]]:
+            with connection.cursor() as cursor:
+                cursor.execute(ROWS_WITH_SECONDS_UNTIL_DUE)
+                return cursor.fetchall()
+
+        # The failed attempt's row is deleted by its ack, which follows the retry's publish, so wait for it;
+        # what remains is the retry, scheduled (version -2) about 60 s ahead.
+        wait_until(lambda: len(rows()) == 1, timeout=30, what="the failed attempt's message to be acked")
+        [(version, seconds_until_due)] = rows()
+        assert version == -2 and 30 < seconds_until_due <= 60
     finally:
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE common_outboxevent_away RENAME TO common_outboxevent")
