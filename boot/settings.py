@@ -168,6 +168,10 @@ class Base(Configuration):
     BROKER_RESCUE_GRACE = setting(EnvFloat, 2.0)
     # Seconds after PostgreSQL starts during which no message is rescued: every worker is reconnecting.
     BROKER_RESCUE_AFTER_RESTART = setting(EnvFloat, 30.0)
+    # Dead tuples in kombu_message past which a worker runs VACUUM on it (0: autovacuum only).
+    BROKER_VACUUM_THRESHOLD = setting(EnvInt, 1000)
+    # MB (table + indexes) past which a mostly empty kombu_message is compacted by VACUUM FULL (0: never).
+    BROKER_COMPACT_ABOVE_MB = setting(EnvInt, 8)
     # Seconds between runs of common.broker.tasks.cleanup_broker_messages_task.
     BROKER_CLEANUP_INTERVAL = setting(EnvInt, 3600)
     # Doorito's tasks ack after they run (at-least-once): see docs/tasks.md "Acknowledgement".

@@ -10,7 +10,16 @@ MESSAGE_TABLE = "kombu_message"
 
 # Options this transport reads itself (or kombu/Celery read); they never reach create_engine.
 OWN_OPTIONS = frozenset(
-    {"polling_interval", "visibility_timeout", "claim_batch", "rescue_interval", "rescue_grace", "restart_grace"}
+    {
+        "polling_interval",
+        "visibility_timeout",
+        "claim_batch",
+        "rescue_interval",
+        "rescue_grace",
+        "restart_grace",
+        "vacuum_threshold",
+        "compact_above",
+    }
 )
 KOMBU_OPTIONS = frozenset(
     {
@@ -73,6 +82,10 @@ class TransportOptions:
     rescue_grace: float
     # Seconds after a PostgreSQL start during which nothing is orphaned: every claimer is reconnecting.
     restart_grace: float
+    # Dead tuples in kombu_message past which a consuming process runs VACUUM on it (0: leave it to autovacuum).
+    vacuum_threshold: int
+    # Bytes (table + indexes) past which a mostly empty kombu_message is compacted (0: never).
+    compact_above: int
     engine_options: dict[str, Any]
 
     @classmethod
@@ -91,12 +104,20 @@ class TransportOptions:
             rescue_interval=float(options.get("rescue_interval", 1.0)),
             rescue_grace=float(options.get("rescue_grace", 2.0)),
             restart_grace=float(options.get("restart_grace", 30.0)),
+            vacuum_threshold=int(options.get("vacuum_threshold", 1000)),
+            compact_above=int(options.get("compact_above", 8 * 2**20)),
             engine_options={k: v for k, v in options.items() if k in ENGINE_OPTIONS},
         )
         positive = ("polling_interval", "visibility_timeout", "rescue_interval", "rescue_grace")
-        if any(getattr(parsed, name) <= 0 for name in positive) or parsed.claim_batch < 1 or parsed.restart_grace < 0:
+        non_negative = ("restart_grace", "vacuum_threshold", "compact_above")
+        if (
+            any(getattr(parsed, name) <= 0 for name in positive)
+            or parsed.claim_batch < 1
+            or any(getattr(parsed, name) < 0 for name in non_negative)
+        ):
             raise ValueError(
-                f"broker transport options: {', '.join(positive)} must be > 0, claim_batch >= 1, restart_grace >= 0"
+                f"broker transport options: {', '.join(positive)} must be > 0, claim_batch >= 1, "
+                f"{', '.join(non_negative)} >= 0"
             )
         if parsed.rescue_grace <= parsed.rescue_interval:
             # A live holder re-owns its rows once per rescue interval; a shorter grace would run its tasks twice.

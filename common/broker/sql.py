@@ -42,11 +42,15 @@ INSERT_SCHEDULED = (
 # ready -> claimed, recording the claiming backend. The ARRAY() sub-select runs once (an InitPlan), then
 # the UPDATE touches exactly the locked rows. The third column says whether broker_cancel marked the task:
 # the EXISTS over pending marks is an InitPlan too, so with no marks no payload is parsed.
+# `id > %(after)s` is the claim cursor (the highest id this process claimed from the queue): the index scan
+# starts there instead of walking the entries of every message already consumed, which stay in the index
+# until VACUUM may remove them (never, while an old transaction holds the xmin horizon). LOOK_BACK finds
+# ready rows the cursor passed (restored, due, or committed after a higher id) and lowers it.
 CLAIM = (
     "WITH claimed AS (UPDATE kombu_message SET visible = false, version = -1, "
     "timestamp = now() AT TIME ZONE 'UTC', claimer_pid = %(pid)s, claimer_started = %(started)s "
     "WHERE id = ANY(ARRAY(SELECT id FROM kombu_message WHERE queue_id = %(queue)s AND visible "
-    "ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)) RETURNING id, payload) "
+    "AND id > %(after)s ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)) RETURNING id, payload) "
     "SELECT id, payload, CASE WHEN EXISTS (SELECT 1 FROM broker_cancelled_task WHERE skipped_at IS NULL) "
     "THEN EXISTS (SELECT 1 FROM broker_cancelled_task c WHERE c.skipped_at IS NULL "
     "AND c.task_id = (claimed.payload::json -> 'headers' ->> 'id')) ELSE false END FROM claimed"
@@ -128,3 +132,29 @@ QUEUE_ID = (
 QUEUE_SIZE = "SELECT count(*) FROM kombu_message WHERE queue_id = %s AND visible"
 # Only ready messages: in-flight ones belong to running consumers.
 PURGE_QUEUE = "DELETE FROM kombu_message WHERE queue_id = %s AND visible"
+
+# --- storage upkeep: run by each consuming process's keeper thread on a connection of its own, so a slow
+# look-back or VACUUM never delays a claim. -------------------------------------------------------------
+
+# For each (queue, cursor): the lowest ready id at or below the cursor (NULL if none), so the claim looks back
+# for rows that became ready behind it; and the table's dead-tuple count, which decides a targeted VACUUM.
+LOOK_BACK = (
+    "SELECT ARRAY(SELECT (SELECT m.id FROM kombu_message m WHERE m.queue_id = c.queue AND m.visible "
+    "AND m.id <= c.after ORDER BY m.id LIMIT 1) FROM unnest(%(queues)s::integer[], %(afters)s::integer[]) "
+    "WITH ORDINALITY AS c(queue, after, n) ORDER BY c.n), pg_stat_get_dead_tuples('kombu_message'::regclass)"
+)
+# Session advisory lock (the wake-ups' lock space, key 0: queue ids start at 1): one VACUUM at a time.
+TRY_UPKEEP_LOCK = "SELECT pg_try_advisory_lock(1802464610, 0)"
+UPKEEP_UNLOCK = "SELECT pg_advisory_unlock(1802464610, 0)"
+VACUUM = "VACUUM kombu_message"
+# After a VACUUM: dead tuples it could not remove (an old transaction still sees them), live rows, and bytes
+# of the table (with TOAST) and its indexes.
+STORAGE = (
+    "SELECT pg_stat_get_dead_tuples('kombu_message'::regclass), pg_stat_get_live_tuples('kombu_message'::regclass), "
+    "pg_table_size('kombu_message'), pg_indexes_size('kombu_message')"
+)
+# Rewrites the table and its indexes at their live size. It takes an ACCESS EXCLUSIVE lock, so it runs only on
+# a table of few live rows, under a short lock_timeout (set on the upkeep session): it gives up rather than
+# queue claims behind it for long. (VACUUM refuses to run in a multi-statement string.)
+COMPACT = "VACUUM (FULL) kombu_message"
+UPKEEP_SESSION = "SET lock_timeout = '100ms'"

@@ -43,6 +43,7 @@ from sqlalchemy.orm import sessionmaker
 
 from common.broker import sql
 from common.broker.options import TransportOptions
+from common.broker.upkeep import ClaimCursors, StorageUpkeep
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ transaction_publishes: contextvars.ContextVar = contextvars.ContextVar("doorito_
 # Called (in the consuming process) with the task ids of pending broker_cancel marks, before any of those
 # tasks' messages is delivered: common.broker.cancel_check registers Celery's revoke here.
 cancel_listeners: list[Callable[[set[str]], None]] = []
+# Called with (seconds the claim statement took, rows claimed) after each claim, if any are registered: the
+# broker benchmark's pressure mode times claims this way (no cost when the list is empty).
+claim_observers: list[Callable[[float, int], None]] = []
 
 # One engine per (process, URL): a forked child never touches its parent's pooled sockets.
 _engines: dict[tuple[int, str], Engine] = {}
@@ -324,8 +328,16 @@ class Channel(stock.Channel):
         return message
 
     def _claim(self, queue_id: int) -> list[tuple[int, str]]:
-        """Claim a batch (oldest first); tell the cancel listeners about marked tasks before any is delivered."""
-        rows = self._run_as_claimer(sql.CLAIM, {"queue": queue_id, "limit": self._claim_size()})
+        """Claim a batch (oldest first, after the claim cursor); tell the cancel listeners about marked tasks
+        before any is delivered."""
+        cursors = cast("Transport", self.connection).cursors
+        after, generation = cursors.begin(queue_id)
+        began = monotonic() if claim_observers else 0.0
+        rows = self._run_as_claimer(sql.CLAIM, {"queue": queue_id, "limit": self._claim_size(), "after": after})
+        for observer in claim_observers:
+            observer(monotonic() - began, len(rows))
+        if rows:
+            cursors.claimed(queue_id, max(row_id for row_id, _, _ in rows), generation)
         cancelled = {loads(payload)["headers"]["id"] for _, payload, marked in rows if marked}
         if cancelled:
             _announce_cancelled(cancelled)
@@ -412,6 +424,9 @@ class Channel(stock.Channel):
             return
         try:
             self._run(sql.RESTORE_ROWS, (ids,))
+            transport = cast("Transport | None", self.connection)
+            if transport is not None:
+                transport.cursors.reset()  # the restored rows are behind the cursor
         except Exception as exc:
             # The database is gone, and with it the claiming session: no longer held by anyone, the rows are
             # rescued (or expire) like a dead consumer's.
@@ -512,6 +527,15 @@ class Transport(stock.Transport):
         # apply_async whenever every child is busy, for as long as a task runs.
         self._keeper: threading.Thread | None = None
         self._keeper_stop = threading.Event()
+        # Claim cursors, and the storage upkeep that looks back behind them and vacuums (its own thread).
+        self.cursors = ClaimCursors()
+        self._upkeep = StorageUpkeep(
+            connect=self._upkeep_connection,
+            cursors=self.cursors,
+            vacuum_threshold=self.options.vacuum_threshold,
+            compact_above=self.options.compact_above,
+        )
+        self._upkeeper: threading.Thread | None = None
 
     def establish_connection(self) -> Any:
         # Prove the database answers, so Celery's connection retry (with backoff) sees a real failure.
@@ -527,7 +551,8 @@ class Transport(stock.Transport):
 
     def _forget_parent_state(self) -> None:
         """In a forked child: leave the parent's LISTEN connection alone and make our own wake pipe."""
-        self._keeper = None  # the parent's thread does not exist here
+        self._keeper = self._upkeeper = None  # the parent's threads do not exist here
+        self.cursors.reset()
         if self._listener is not None:
             _inherited.append(self._listener)
         self._listener = None
@@ -612,13 +637,38 @@ class Transport(stock.Transport):
             self._wait(listener, max(0.0, wait_until - monotonic()))
 
     def _start_keeper(self) -> None:
-        """Start this consuming process's keeper thread (once; again in a forked child that consumes)."""
-        if self._keeper is not None and self._keeper.is_alive():
-            return
+        """Start this consuming process's keeper and upkeep threads (once; again in a forked child that consumes)."""
         if self._keeper_stop.is_set():
             return  # closed
-        self._keeper = threading.Thread(target=self._keep, name="doorito-broker-keeper", daemon=True)
-        self._keeper.start()
+        if self._keeper is None or not self._keeper.is_alive():
+            self._keeper = threading.Thread(target=self._keep, name="doorito-broker-keeper", daemon=True)
+            self._keeper.start()
+        if self._upkeeper is None or not self._upkeeper.is_alive():
+            self._upkeeper = threading.Thread(target=self._keep_storage, name="doorito-broker-upkeep", daemon=True)
+            self._upkeeper.start()
+
+    def _keep_storage(self) -> None:
+        """Each rescue interval (or ten times the look-back's own time, if longer): look back behind the claim
+        cursors, and VACUUM or compact when due."""
+        try:
+            while not self._keeper_stop.wait(max(self.options.rescue_interval, 10 * self._upkeep.look_back_seconds)):
+                if os.getpid() != self._pid:
+                    return
+                try:
+                    if self._upkeep.run():  # rows ready behind a cursor: claim them now
+                        self.known_empty.clear()
+                        self.wake()
+                except Exception as exc:  # the database is away: the next pass tries again
+                    logger.warning("broker.upkeep_failed", extra={"event": "broker.upkeep_failed", "error": str(exc)})
+        finally:
+            self._upkeep.close()
+
+    def _upkeep_connection(self) -> psycopg.Connection:
+        """A connection of the upkeep's own, outside the pool (like the LISTEN connection)."""
+        fairy = engine_for(self._broker_url(), self.options.engine_options).raw_connection()
+        connection = _driver_connection(fairy)
+        fairy.detach()
+        return connection
 
     def _keep(self) -> None:
         """Rescue passes each rescue interval (or sooner, when a scheduled message is due); leases every
@@ -673,6 +723,7 @@ class Transport(stock.Transport):
             return None
         ready, next_due = _rescue_pass(channel, self.options)
         if ready:  # wake our own claims too (the restore trigger's NOTIFY wakes everyone else)
+            self.cursors.reset()  # the rows made ready are behind the cursors
             self.known_empty.clear()
             self.wake()
         return next_due
@@ -686,5 +737,6 @@ class Transport(stock.Transport):
         if held:
             channel._run(sql.RENEW_LEASES, (held,))
         if channel._run(sql.RESTORE_EXPIRED, (self.options.visibility_timeout,)):
+            self.cursors.reset()
             self.known_empty.clear()
             self.wake()

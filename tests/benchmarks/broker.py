@@ -21,7 +21,13 @@ wake-up latency (publish returned -> notification received by a listener) of bot
 --profile (needs `pip install py-spy` in the venv; not a project dependency) samples the producer during
 the enqueue and the worker (all its processes) during the drain, and prints the functions where most
 samples were taken (own time, and including callees).
-The databases doorito_bench_broker_app and doorito_bench_broker_queue on 127.0.0.1:5432 are recreated.
+--pressure runs the pressure mode instead (see pressure() below): a fixed offered rate through a clean phase,
+a phase with one connection holding `BEGIN; SELECT txid_current();` open, and a recovery phase, for our
+transport and for Procrastinate (installed into .bench/, never a project dependency) in the same run:
+    python -m tests.benchmarks.broker --pressure [--rate 200] [--concurrency 4] [--clean-seconds 180]
+        [--held-seconds 900] [--recovery-seconds 120] [--window-seconds 30] [--systems doorito procrastinate]
+The databases doorito_bench_broker_app, doorito_bench_broker_queue (and, for --pressure,
+doorito_bench_broker_procrastinate) on 127.0.0.1:5432 are recreated, each name followed by $BENCH_DB_SUFFIX.
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 PG = "postgresql://postgres@127.0.0.1:5432/"
-APP_DB, QUEUE_DB = "doorito_bench_broker_app", "doorito_bench_broker_queue"
+# BENCH_DB_SUFFIX renames the benchmark's databases, so two runs on one server do not drop each other's.
+SUFFIX = os.environ.get("BENCH_DB_SUFFIX", "")
+APP_DB, QUEUE_DB = "doorito_bench_broker_app" + SUFFIX, "doorito_bench_broker_queue" + SUFFIX
 SQLA_URL = "sqla+postgresql+psycopg://postgres@127.0.0.1:5432/" + QUEUE_DB
 REDIS_URL = "redis://127.0.0.1:6379/15"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -418,6 +426,269 @@ def producer_rates(counts: list[int], seconds: float) -> None:
             db.execute("TRUNCATE kombu_message")
 
 
+# --- pressure mode ---------------------------------------------------------------------------------------------
+PROCRASTINATE_VERSION = "3.10.0"
+PROCRASTINATE_DB = "doorito_bench_broker_procrastinate" + SUFFIX
+BENCH_ENVS = PROJECT_DIR / ".bench"  # git-ignored: the baselines' own virtualenvs
+PRESSURE_TABLES = {"doorito": ("kombu_message",), "procrastinate": ("procrastinate_jobs", "procrastinate_events")}
+LATENCY_TABLE = "CREATE TABLE IF NOT EXISTS bench_pressure (sent_at double precision, started_at double precision)"
+# Dead tuples (the statistics collector's count) and on-disk bytes of the job tables and their indexes.
+STORAGE = (
+    "SELECT coalesce(sum(n_dead_tup), 0), coalesce(sum(pg_table_size(relid)), 0), "
+    "coalesce(sum(pg_indexes_size(relid)), 0) FROM pg_stat_user_tables WHERE relname = ANY(%s)"
+)
+
+
+def baseline_env() -> dict:
+    """The environment of a baseline's processes: none of the project's (its venv must not see the project)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "DJANGO", "CELERY_", "VIRTUAL_ENV"))}
+
+
+def procrastinate_python() -> Path:
+    """The Python of the Procrastinate baseline's own virtualenv (created and pinned on first use)."""
+    venv = BENCH_ENVS / f"procrastinate-{PROCRASTINATE_VERSION}"
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, env=baseline_env())
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"procrastinate=={PROCRASTINATE_VERSION}",
+                        "psycopg[binary]==3.3.9"], check=True, env=baseline_env())  # fmt: skip
+        (venv / ".installed").touch()
+    return python
+
+
+class Subprocess:
+    """A process in its own session, stopped with SIGTERM (then SIGKILL) to its whole group."""
+
+    def __init__(self, args: list[str], log: Path, env: dict | None = None) -> None:
+        self._file = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.log = log
+        self.popen = subprocess.Popen(args, env=env, stdout=self._file, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=log.parent)  # fmt: skip
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        self._file.close()
+
+
+class CeleryProducer:
+    """Publishes the pressure task at a fixed rate from a thread of this process, through our transport."""
+
+    def __init__(self, rate: float) -> None:
+        import threading
+
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(rate,), daemon=True)
+        self._thread.start()
+
+    def _run(self, rate: float) -> None:
+        from boot.celery import app
+        from tests.benchmarks.broker_tasks import pressure
+
+        conn = producer_connection("doorito")
+        producer = app.amqp.Producer(conn)
+        started, sent = time.monotonic(), 0
+        try:
+            while not self._stop.is_set():
+                due = int((time.monotonic() - started) * rate) + 1
+                while sent < due:  # late (a slow publish): catch up, the offered rate stays fixed
+                    pressure.apply_async((time.time(),), producer=producer)
+                    sent += 1
+                self._stop.wait(max(0.0, started + sent / rate - time.monotonic()))
+        finally:
+            conn.release()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def start_pressure_system(name: str, rate: float, concurrency: int, log_dir: Path) -> list:
+    """Start `name`'s worker and its producer at `rate` jobs/s; returns what to stop (producer first)."""
+    if name == "doorito":
+        env = base_env(**BROKERS["doorito"], BENCH_CLAIM_LOG=str(log_dir / "claims.log"))
+        worker = Worker(env, log_dir, "pressure-doorito", concurrency)
+        return [CeleryProducer(rate), worker]
+    python = str(procrastinate_python())
+    script = str(Path(__file__).with_name("procrastinate_bench.py"))
+    queue_url = PG + PROCRASTINATE_DB
+    env = baseline_env()
+    worker = Subprocess([python, script, "worker", "--queue-url", queue_url, "--latency-url", PG + APP_DB,
+                         "--concurrency", str(concurrency)], log_dir / "procrastinate-worker.log", env)  # fmt: skip
+    producer = Subprocess([python, script, "produce", "--queue-url", queue_url, "--rate", str(rate),
+                           "--seconds", "86400"], log_dir / "procrastinate-producer.log", env)  # fmt: skip
+    return [producer, worker]
+
+
+def prepare_pressure_database(name: str) -> str:
+    """Recreate the job database of `name` (migrated, or Procrastinate's schema); returns its name."""
+    if name == "doorito":
+        recreate(QUEUE_DB)
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=PROJECT_DIR,
+                       env=base_env(DATABASE_URL=PG + QUEUE_DB), check=True)  # fmt: skip
+        return QUEUE_DB
+    recreate(PROCRASTINATE_DB)
+    subprocess.run([str(procrastinate_python()), str(Path(__file__).with_name("procrastinate_bench.py")), "schema",
+                    "--queue-url", PG + PROCRASTINATE_DB], check=True, env=baseline_env())  # fmt: skip
+    return PROCRASTINATE_DB
+
+
+def run_pressure(name: str, args: argparse.Namespace, log_dir: Path) -> dict:
+    """One system through the clean, held-xmin and recovery phases; returns its raw samples."""
+    import psycopg
+
+    database = prepare_pressure_database(name)
+    with psycopg.connect(PG + APP_DB, autocommit=True) as db:
+        db.execute(LATENCY_TABLE)
+        db.execute("TRUNCATE bench_pressure")
+    stats = psycopg.connect(PG + database, autocommit=True)
+    latency_db = psycopg.connect(PG + APP_DB, autocommit=True)
+    held = None
+    running = start_pressure_system(name, args.rate, args.concurrency, log_dir)
+    try:
+        deadline = time.monotonic() + 120  # the worker starts: the clock runs from its first finished job
+        while not latency_db.execute("SELECT count(*) FROM bench_pressure").fetchone()[0]:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{name}: no job ran within 120 s; logs in {log_dir}")
+            time.sleep(0.2)
+        start = time.time()
+        ends = (start + args.clean_seconds, start + args.clean_seconds + args.held_seconds,
+                start + args.clean_seconds + args.held_seconds + args.recovery_seconds)  # fmt: skip
+        samples: list[tuple[float, int, int, int]] = []
+        print(f"{name}: clean from {time.strftime('%H:%M:%S')}", flush=True)
+        while (now := time.time()) < ends[2]:
+            if held is None and ends[0] <= now < ends[1]:
+                held = psycopg.connect(PG + database)
+                held.execute("SELECT txid_current()")  # the transaction stays open: the xmin horizon stops
+                print(f"{name}: xmin held from {time.strftime('%H:%M:%S')}", flush=True)
+            if held is not None and now >= ends[1]:
+                held.commit()
+                held.close()
+                held = None
+                print(f"{name}: xmin released at {time.strftime('%H:%M:%S')}", flush=True)
+            dead, table, indexes = stats.execute(STORAGE, [list(PRESSURE_TABLES[name])]).fetchone()
+            samples.append((now - start, int(dead), int(table), int(indexes)))
+            time.sleep(max(0.0, 1.0 - (time.time() - now)))
+    finally:
+        if held is not None:
+            held.rollback()
+            held.close()
+        for process in running:
+            process.stop()
+        stats.close()
+    runs = [(s - start, r - start) for s, r in latency_db.execute("SELECT sent_at, started_at FROM bench_pressure")]
+    latency_db.close()
+    claims = []  # (seconds since start, claim statement ms): our transport's claims, timed in the worker
+    claim_log = log_dir / "claims.log"
+    if claim_log.exists():
+        for line in claim_log.read_text().splitlines():
+            at, ms, _rows = line.split()
+            claims.append((float(at) - start, float(ms)))
+        claim_log.unlink()
+    return {"samples": samples, "runs": runs, "claims": claims, "ends": [end - start for end in ends]}
+
+
+def summarize(label: str, lo: float, hi: float, result: dict) -> dict:
+    """done/s, pickup latency percentiles (ms), dead tuples (median, max) and MB of jobs started in [lo, hi)."""
+    pickups = [started - sent for sent, started in result["runs"] if lo <= started < hi]
+    claims = [ms for at, ms in result["claims"] if lo <= at < hi]
+    window = [s for s in result["samples"] if lo <= s[0] < hi] or result["samples"][-1:]
+    dead = sorted(s[1] for s in window)
+    sizes = [(s[2] + s[3]) / 2**20 for s in window]
+    return {
+        "label": label,
+        "done": len(pickups) / (hi - lo),
+        "p": [percentile(pickups, q) * 1000 if pickups else float("nan") for q in (0.5, 0.95, 0.99)],
+        "claim_p99": percentile(claims, 0.99) if claims else float("nan"),
+        "dead_median": dead[len(dead) // 2],
+        "dead_max": dead[-1],
+        "mb_end": sizes[-1],
+        "mb_max": max(sizes),
+        "table_mb": window[-1][2] / 2**20,
+        "index_mb": window[-1][3] / 2**20,
+    }
+
+
+def print_pressure(name: str, result: dict, args: argparse.Namespace) -> None:
+    clean_end, held_end, end = result["ends"]
+    header = (f"{'':<16} {'done/s':>7} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>9} {'dead med':>9} {'dead max':>9} "
+              f"{'table MB':>9} {'index MB':>9} {'max MB':>7} {'claim p99':>9}")  # fmt: skip
+
+    def row(r: dict) -> str:
+        p50, p95, p99 = r["p"]
+        return (f"{r['label']:<16} {r['done']:>7.1f} {p50:>8.1f} {p95:>8.1f} {p99:>9.1f} {r['dead_median']:>9} "
+                f"{r['dead_max']:>9} {r['table_mb']:>9.1f} {r['index_mb']:>9.1f} {r['mb_max']:>7.1f} "
+                f"{r['claim_p99']:>9.1f}")  # fmt: skip
+
+    phases = [summarize("clean", 0, clean_end, result), summarize("held xmin", clean_end, held_end, result),
+              summarize("recovery", held_end, end, result)]  # fmt: skip
+    print(f"\n{name}: {args.rate:g} jobs/s offered, {args.concurrency} workers; per phase (p50-p99: pickup latency, "
+          f"enqueue -> task start; sizes at its end; max MB = table + indexes at peak; claim p99: the claim "
+          f"statement's ms, timed in the worker)")  # fmt: skip
+    print(header)
+    for phase in phases:
+        print(row(phase))
+    print(f"{name}: per {args.window_seconds:g} s window (seconds since the clean phase began; xmin held "
+          f"{clean_end:.0f}-{held_end:.0f} s)")  # fmt: skip
+    print(header)
+    lo = 0.0
+    while lo < end:
+        hi = min(end, lo + args.window_seconds)
+        print(row(summarize(f"{lo:.0f}-{hi:.0f} s", lo, hi, result)))
+        lo = hi
+    steady = sorted((s[2] + s[3]) for s in result["samples"] if s[0] < clean_end)
+    steady_bytes = steady[len(steady) // 2] if steady else 0
+    back = next((s[0] - held_end for s in result["samples"] if s[0] >= held_end and s[2] + s[3] < 2 * steady_bytes),
+                None)  # fmt: skip
+    clean, held, _ = phases
+    verdicts = [
+        (f"clean claim (pickup) p99 {clean['p'][2]:.1f} ms", clean["p"][2] <= 25, "<= 25 ms"),
+        (f"held-xmin pickup p99 {held['p'][2]:.1f} ms", held["p"][2] <= 50, "<= 50 ms"),
+        (f"held-xmin done/s {held['done']:.1f}", held["done"] >= 0.98 * args.rate, f">= 98% of {args.rate:g}"),
+        (f"clean median dead tuples {clean['dead_median']}", clean["dead_median"] < 2000, "< 2,000"),
+        (
+            f"size back under 2x steady ({2 * steady_bytes / 2**20:.1f} MB) "
+            + (f"after {back:.0f} s" if back is not None else "not within the recovery phase"),
+            back is not None and back <= 120,
+            "within 120 s",
+        ),
+    ]
+    if result["claims"]:
+        verdicts += [
+            (f"clean claim statement p99 {clean['claim_p99']:.1f} ms", clean["claim_p99"] <= 25, "<= 25 ms"),
+            (f"held-xmin claim statement p99 {held['claim_p99']:.1f} ms", held["claim_p99"] <= 50, "<= 50 ms"),
+        ]
+    for text, ok, goal in verdicts:
+        print(f"{name}: {text} (goal {goal}: {'met' if ok else 'MISSED'})")
+
+
+def pressure(args: argparse.Namespace) -> None:
+    """The pressure mode: each system in turn, same offered rate, worker count and phases."""
+    import psycopg
+
+    with psycopg.connect(PG + APP_DB, autocommit=True) as db:
+        db.execute(LATENCY_TABLE)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.systems:
+            results[name] = run_pressure(name, args, Path(tmp))
+            print_pressure(name, results[name], args)
+    if "doorito" in results and "procrastinate" in results:
+        print("\nsummary, both systems in this run:")
+        for name, result in results.items():
+            held = summarize("held", result["ends"][0], result["ends"][1], result)
+            print(
+                f"  {name:<14} held-xmin done/s {held['done']:.1f}, pickup p99 {held['p'][2]:.1f} ms, "
+                f"peak {held['mb_max']:.1f} MB, peak dead tuples {held['dead_max']}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=3000)
@@ -427,6 +698,15 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--producers", type=int, nargs="*")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--pressure", action="store_true")
+    parser.add_argument(
+        "--systems", nargs="*", choices=("doorito", "procrastinate"), default=["doorito", "procrastinate"]
+    )
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--clean-seconds", type=float, default=180.0)
+    parser.add_argument("--held-seconds", type=float, default=900.0)
+    parser.add_argument("--recovery-seconds", type=float, default=120.0)
+    parser.add_argument("--window-seconds", type=float, default=30.0)
     args = parser.parse_args()
 
     for name in (APP_DB, QUEUE_DB):
@@ -445,6 +725,9 @@ def main() -> None:
     configurations.setup()
     if args.producers:
         producer_rates(args.producers, args.seconds)
+        return
+    if args.pressure:
+        pressure(args)
         return
 
     available = {

@@ -1,5 +1,6 @@
 """Tasks for tests/benchmarks/broker.py, loaded into its workers with `celery -A boot worker -I ...`."""
 
+import os
 import time
 
 from celery import shared_task
@@ -17,3 +18,29 @@ def latency(sent_at: float) -> None:
     started = time.time() - sent_at
     with connection.cursor() as cursor:
         cursor.execute("INSERT INTO bench_broker_latency (seconds) VALUES (%s)", [started])
+
+
+@shared_task(name="tests.benchmarks.broker_tasks.pressure", ignore_result=True)
+def pressure(sent_at: float) -> None:
+    """Record publish and start time (time.time()) of this task: the pressure mode's pickup latency and done/s."""
+    started = time.time()
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO bench_pressure (sent_at, started_at) VALUES (%s, %s)", [sent_at, started])
+
+
+def _log_claims() -> None:
+    """With BENCH_CLAIM_LOG set (the pressure mode), the consuming process appends each claim's time to it."""
+    path = os.environ.get("BENCH_CLAIM_LOG")
+    if not path:
+        return
+    from common.broker import transport
+
+    log = open(path, "a", buffering=1)  # noqa: SIM115 - open for the worker's life
+
+    def observe(seconds: float, rows: int) -> None:
+        log.write(f"{time.time():.3f} {seconds * 1000:.3f} {rows}\n")
+
+    transport.claim_observers.append(observe)
+
+
+_log_claims()

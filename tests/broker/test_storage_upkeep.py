@@ -1,0 +1,105 @@
+"""kombu_message under a held xmin horizon: claims skip consumed messages, and storage recovers afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import psycopg
+import pytest
+from django.db import connection
+
+from common.broker import sql
+from tests.broker.test_transport import QUEUE, broker_url, connect, consume, publish  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Short passes, so the keeper and upkeep threads act within the test's patience.
+FAST = {"rescue_interval": 0.2, "rescue_grace": 1.0}
+
+
+@pytest.fixture
+def held_xmin(test_database_url):
+    """A transaction holding back the xmin horizon (as `BEGIN; SELECT txid_current();` left open does)."""
+    holder = psycopg.connect(test_database_url)
+    holder.execute("SELECT txid_current()")
+
+    def release() -> None:
+        if not holder.closed:
+            holder.commit()
+            holder.close()
+
+    yield release
+    release()
+
+
+def claim_buffers(test_database_url: str, queue_id: int, after: int) -> int:
+    """Shared buffers one claim (of one row, after `after`) touches, from EXPLAIN (ANALYZE, BUFFERS); rolled back."""
+    with psycopg.connect(test_database_url) as db:
+        explain = "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + sql.CLAIM
+        params = {"pid": 1, "started": None, "queue": queue_id, "limit": 1, "after": after}
+        [(plan,)] = db.execute(explain, params).fetchall()
+        db.rollback()
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    top = plan[0]["Plan"]
+    return top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+
+
+def storage_bytes() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_table_size('kombu_message') + pg_indexes_size('kombu_message')")
+        return cursor.fetchone()[0]
+
+
+def test_claims_under_a_held_xmin_start_after_the_messages_their_process_consumed(
+    connect, held_xmin, test_database_url
+):
+    conn = connect(**FAST)
+    # Rows of ~2 kB (incompressible, just under the TOAST threshold, so they stay in the table): a few per page, so walking them costs buffers.
+    publish(conn, *({"n": n, "pad": os.urandom(450).hex()} for n in range(1500)))
+    assert len(consume(conn, 1500, timeout=60)) == 1500
+    publish(conn, {"n": "next"})
+    queue_id = conn.default_channel._queue_id(QUEUE.name)
+    after, _ = conn.transport.cursors.begin(queue_id)
+
+    # The 1500 consumed messages' dead index entries are all still there (the held xmin keeps them): a claim
+    # from the queue's start walks them, the transport's claim starts after them.
+    from_start = claim_buffers(test_database_url, queue_id, 0)
+    ours = claim_buffers(test_database_url, queue_id, after)
+    assert from_start > 300
+    assert ours < 30, (ours, from_start)
+    assert [body for body, _ in consume(conn, 1)] == [{"n": "next"}]
+
+
+def test_a_message_made_ready_behind_a_consumers_cursor_still_reaches_it(connect):
+    holder, consumer = connect(**FAST), connect(**FAST)
+    publish(holder, {"n": 0}, {"n": 1}, {"n": 2})
+    [(first, held)] = consume(holder, 1, ack=False)
+    assert first == {"n": 0}
+    # The consumer's cursor passes the held message; the holder then gives it back (another process's restore).
+    assert [body for body, _ in consume(consumer, 2)] == [{"n": 1}, {"n": 2}]
+    held.reject(requeue=True)
+    assert [body for body, _ in consume(consumer, 1, timeout=10)] == [{"n": 0}]
+
+
+def test_once_a_held_xmin_ends_a_worker_vacuums_and_compacts_kombu_message(connect, held_xmin):
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM (FULL) kombu_message")  # start from an empty file, whatever earlier tests left
+    empty = storage_bytes()
+    conn = connect(vacuum_threshold=300, compact_above=2**20, **FAST)
+    publish(conn, *({"n": n, "pad": os.urandom(450).hex()} for n in range(1000)))
+    assert len(consume(conn, 1000, timeout=60)) == 1000
+    # A message waiting in the table's last page: truncating the empty pages behind it is not enough.
+    publish(conn, {"n": "waiting"})
+    bloated = storage_bytes()
+    assert bloated > 2 * 2**20  # nothing removable while the xmin is held
+
+    held_xmin()
+    small = max(4 * empty, 256 * 2**10)
+    deadline = time.monotonic() + 45  # VACUUM retries at most every 30 s while it can remove nothing
+    while storage_bytes() > small and time.monotonic() < deadline:
+        time.sleep(0.5)
+    # Only VACUUM (removing the dead rows) then VACUUM FULL (giving the space back) get there.
+    assert storage_bytes() <= small, (empty, bloated, storage_bytes())
+    assert [body for body, _ in consume(conn, 1)] == [{"n": "waiting"}]
