@@ -602,6 +602,7 @@ class Transport(stock.Transport):
         self._keeper_stop.set()
         super().close_connection(connection)
         self._drop_listener()
+        self._stop_upkeep()
         if os.getpid() == self._pid and self._wake_write >= 0:
             # Mark them closed first: a late wake() must never write to a reused descriptor.
             fds, self._wake_read, self._wake_write = (self._wake_read, self._wake_write), -1, -1
@@ -662,6 +663,12 @@ class Transport(stock.Transport):
                     logger.warning("broker.upkeep_failed", extra={"event": "broker.upkeep_failed", "error": str(exc)})
         finally:
             self._upkeep.close()
+
+    def _stop_upkeep(self) -> None:
+        """Let the upkeep thread close its connection (it stops within a statement; a VACUUM is not waited out)."""
+        upkeeper = self._upkeeper
+        if upkeeper is not None and os.getpid() == self._pid and upkeeper is not threading.current_thread():
+            upkeeper.join(timeout=5)
 
     def _upkeep_connection(self) -> psycopg.Connection:
         """A connection of the upkeep's own, outside the pool (like the LISTEN connection)."""

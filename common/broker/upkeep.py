@@ -102,6 +102,7 @@ class StorageUpkeep:
         self._vacuum_pause = 0.0
         self._next_vacuum = 0.0
         self._next_compact = 0.0
+        self._compact_wanted = False  # an effective VACUUM found the table bloated; compaction not done yet
         # Seconds the last look-back took: it walks what VACUUM may not remove yet, so under a long-held xmin
         # it grows; passes are spaced to keep it under a tenth of one backend's time.
         self.look_back_seconds = 0.0
@@ -120,47 +121,61 @@ class StorageUpkeep:
                 q for q, ready in zip(queues, lowest, strict=True) if ready and self._cursors.look_back(q, ready)
             ]
             self._dead_baseline = min(self._dead_baseline, dead)  # autovacuum ran meanwhile
-            if (
-                self._vacuum_threshold
-                and dead - self._dead_baseline >= self._vacuum_threshold
-                and monotonic() >= self._next_vacuum
-            ):
-                self._vacuum(connection, dead)
+            if self._vacuum_due(dead):
+                self._locked(lambda: self._vacuum(connection, dead))
+            elif self._compact_wanted and monotonic() >= self._next_compact:
+                self._locked(lambda: self._compact(connection))
         except psycopg.OperationalError:
             self.close()
             raise
         return lowered
 
-    def _vacuum(self, connection: psycopg.Connection, dead: int) -> None:
-        """VACUUM (one process at a time); back off while it removes nothing; compact once it works again."""
+    def _vacuum_due(self, dead: int) -> bool:
+        """Past the threshold: new dead tuples since the last VACUUM, or a retry while it removed nothing."""
+        if not self._vacuum_threshold or dead < self._vacuum_threshold or monotonic() < self._next_vacuum:
+            return False
+        return dead - self._dead_baseline >= self._vacuum_threshold or self._vacuum_pause > 0
+
+    def _locked(self, action: Callable[[], None]) -> None:
+        """Run `action` under the upkeep's advisory lock (one process at a time), or skip it if another has it."""
+        connection = self._session()
         lock = connection.execute(sql.TRY_UPKEEP_LOCK).fetchone()
         if not lock or not lock[0]:
             return
         try:
-            try:
-                connection.execute(sql.VACUUM)
-            except psycopg.errors.LockNotAvailable:
-                return  # autovacuum (or another VACUUM) is at it: try again next pass
-            left, live, table, indexes = self._storage(connection)
-            effective = left < max(self._vacuum_threshold, dead // 2)
-            self._dead_baseline = left
-            self._vacuum_pause = 0.0 if effective else min(MAX_VACUUM_PAUSE, max(1.0, 2 * self._vacuum_pause))
-            self._next_vacuum = monotonic() + self._vacuum_pause
-            logger.info(
-                "broker.vacuumed",
-                extra={"event": "broker.vacuumed", "dead_before": dead, "dead_left": left, "bytes": table + indexes},
-            )
-            bloated = table + indexes > max(self._compact_above, LIVE_ROW_BYTES * live)
-            if effective and self._compact_above and bloated and monotonic() >= self._next_compact:
-                self._compact(connection, table + indexes)
+            action()
         finally:
             connection.execute(sql.UPKEEP_UNLOCK)
 
-    def _compact(self, connection: psycopg.Connection, before: int) -> None:
+    def _vacuum(self, connection: psycopg.Connection, dead: int) -> None:
+        """VACUUM; back off while it removes nothing (an old transaction holds the horizon); compact once it works."""
+        try:
+            connection.execute(sql.VACUUM)
+        except psycopg.errors.LockNotAvailable:
+            return  # autovacuum (or another VACUUM) is at it: try again next pass
+        left, live, table, indexes = self._storage(connection)
+        effective = left < max(self._vacuum_threshold, dead // 2)
+        self._dead_baseline = left
+        self._vacuum_pause = 0.0 if effective else min(MAX_VACUUM_PAUSE, max(1.0, 2 * self._vacuum_pause))
+        self._next_vacuum = monotonic() + self._vacuum_pause
+        logger.info(
+            "broker.vacuumed",
+            extra={"event": "broker.vacuumed", "dead_before": dead, "dead_left": left, "bytes": table + indexes},
+        )
+        if effective and self._compact_above and table + indexes > max(self._compact_above, LIVE_ROW_BYTES * live):
+            self._compact_wanted = True
+            if monotonic() >= self._next_compact:
+                self._compact(connection)
+
+    def _compact(self, connection: psycopg.Connection) -> None:
+        """VACUUM FULL; if the lock is busy, retry next pass; if it did not halve the size, not for a while."""
+        _, _, table, indexes = self._storage(connection)
+        before = table + indexes
         try:
             connection.execute(sql.COMPACT)
         except psycopg.errors.LockNotAvailable:
-            return  # busy right now (the lock_timeout gave up): the next effective VACUUM tries again
+            return  # busy right now (the lock_timeout gave up): the next pass tries again
+        self._compact_wanted = False
         _, _, table, indexes = self._storage(connection)
         if table + indexes > before // 2:
             self._next_compact = monotonic() + COMPACT_BACKOFF  # its rows are live: not bloat

@@ -11,7 +11,11 @@ import pytest
 from django.db import connection
 
 from common.broker import sql
-from tests.broker.test_transport import QUEUE, broker_url, connect, consume, publish  # noqa: F401 - fixtures
+from tests.broker import test_transport
+from tests.broker.test_transport import QUEUE, consume, publish
+
+# The transport tests' fixtures: kombu connections of this transport to the test database.
+broker_url, connect = test_transport.broker_url, test_transport.connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,7 +60,8 @@ def test_claims_under_a_held_xmin_start_after_the_messages_their_process_consume
     connect, held_xmin, test_database_url
 ):
     conn = connect(**FAST)
-    # Rows of ~2 kB (incompressible, just under the TOAST threshold, so they stay in the table): a few per page, so walking them costs buffers.
+    # Rows of ~2 kB (incompressible, just under the TOAST threshold, so they stay in the table): a few per
+    # page, so walking them costs buffers.
     publish(conn, *({"n": n, "pad": os.urandom(450).hex()} for n in range(1500)))
     assert len(consume(conn, 1500, timeout=60)) == 1500
     publish(conn, {"n": "next"})
