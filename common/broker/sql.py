@@ -133,7 +133,7 @@ QUEUE_SIZE = "SELECT count(*) FROM kombu_message WHERE queue_id = %s AND visible
 # Only ready messages: in-flight ones belong to running consumers.
 PURGE_QUEUE = "DELETE FROM kombu_message WHERE queue_id = %s AND visible"
 
-# --- storage upkeep: run by each consuming process's keeper thread on a connection of its own, so a slow
+# --- storage upkeep: run by each consuming process's upkeep thread on a connection of its own, so a slow
 # look-back or VACUUM never delays a claim. -------------------------------------------------------------
 
 # For each (queue, cursor): the lowest ready id at or below the cursor (NULL if none), so the claim looks back
@@ -157,4 +157,15 @@ STORAGE = (
 # a table of few live rows, under a short lock_timeout (set on the upkeep session): it gives up rather than
 # queue claims behind it for long. (VACUUM refuses to run in a multi-statement string.)
 COMPACT = "VACUUM (FULL) kombu_message"
+# Whether something holds back this database's xmin horizon (a transaction of this database open for over
+# 10 s with an xid or snapshot, a prepared transaction, a replication slot's xmin): VACUUM FULL would then
+# copy every dead row it cannot remove, under its ACCESS EXCLUSIVE lock. (Other roles' sessions show their
+# xid and xmin only to superusers and pg_read_all_stats members.)
+HORIZON_HELD = (
+    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+    "AND pid <> pg_backend_pid() AND (backend_xid IS NOT NULL OR backend_xmin IS NOT NULL) "
+    "AND xact_start < now() - interval '10 seconds') "
+    "OR EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()) "
+    "OR EXISTS (SELECT 1 FROM pg_replication_slots WHERE xmin IS NOT NULL)"
+)
 UPKEEP_SESSION = "SET lock_timeout = '100ms'"

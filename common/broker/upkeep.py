@@ -131,10 +131,11 @@ class StorageUpkeep:
         return lowered
 
     def _vacuum_due(self, dead: int) -> bool:
-        """Past the threshold: new dead tuples since the last VACUUM, or a retry while it removed nothing."""
-        if not self._vacuum_threshold or dead < self._vacuum_threshold or monotonic() < self._next_vacuum:
+        """New dead tuples past the threshold since the last VACUUM; or, while the last one removed nothing,
+        its backoff is over (the statistics' count is no guide then: autovacuum and ANALYZE rewrite it)."""
+        if not self._vacuum_threshold or monotonic() < self._next_vacuum:
             return False
-        return dead - self._dead_baseline >= self._vacuum_threshold or self._vacuum_pause > 0
+        return self._vacuum_pause > 0 or dead - self._dead_baseline >= self._vacuum_threshold
 
     def _locked(self, action: Callable[[], None]) -> None:
         """Run `action` under the upkeep's advisory lock (one process at a time), or skip it if another has it."""
@@ -162,15 +163,25 @@ class StorageUpkeep:
             "broker.vacuumed",
             extra={"event": "broker.vacuumed", "dead_before": dead, "dead_left": left, "bytes": table + indexes},
         )
-        if effective and self._compact_above and table + indexes > max(self._compact_above, LIVE_ROW_BYTES * live):
+        if effective and self._compact_above and self._bloated(live, table + indexes):
             self._compact_wanted = True
             if monotonic() >= self._next_compact:
                 self._compact(connection)
 
+    def _bloated(self, live: int, size: int) -> bool:
+        return size > max(self._compact_above, LIVE_ROW_BYTES * live)
+
     def _compact(self, connection: psycopg.Connection) -> None:
-        """VACUUM FULL; if the lock is busy, retry next pass; if it did not halve the size, not for a while."""
-        _, _, table, indexes = self._storage(connection)
+        """VACUUM FULL, unless the horizon is held again (it would copy every dead row, under its lock); if the
+        lock is busy, retry next pass; if it did not halve the size, not for a while."""
+        _, live, table, indexes = self._storage(connection)
         before = table + indexes
+        if not self._bloated(live, before):
+            self._compact_wanted = False
+            return
+        held = connection.execute(sql.HORIZON_HELD).fetchone()
+        if held and held[0]:
+            return
         try:
             connection.execute(sql.COMPACT)
         except psycopg.errors.LockNotAvailable:
