@@ -207,6 +207,15 @@ def raw_request(base: str, head: str) -> socket.socket:
     return sock
 
 
+def raw_upload(base: str, token: str, length: str) -> socket.socket:
+    """A socket with the head of a POST /api/files sent; `length` is its Content-Length or Transfer-Encoding line."""
+    return raw_request(
+        base,
+        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n{length}\r\n\r\n",
+    )
+
+
 def read_response(sock: socket.socket) -> bytes:
     data = b""
     while b"\r\n\r\n" not in data or (b'"}}' not in data):
@@ -221,11 +230,7 @@ def test_413_arrives_while_the_client_is_still_sending(server, make_user):
     """The limit is enforced on received bytes: the answer comes before the (never-ending) body does."""
     base, media = server
     _, token = make_user("alice")
-    sock = raw_request(
-        base,
-        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nTransfer-Encoding: chunked\r\n\r\n",
-    )
+    sock = raw_upload(base, token, "Transfer-Encoding: chunked")
     try:
         payload = part_head(b"endless.txt") + b"e" * (LIMIT + 128 * 1024)
         for i in range(0, len(payload), 32 * 1024):
@@ -241,11 +246,7 @@ def test_413_arrives_while_the_client_is_still_sending(server, make_user):
 def test_declared_content_length_over_the_limit_is_refused_before_reading(server, make_user):
     base, media = server
     _, token = make_user("alice")
-    sock = raw_request(
-        base,
-        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {50 * LIMIT}\r\n\r\n",
-    )
+    sock = raw_upload(base, token, f"Content-Length: {50 * LIMIT}")
     try:
         response = read_response(sock)
     finally:
@@ -258,11 +259,7 @@ def test_content_length_shorter_than_the_body_keeps_nothing(server, make_user):
     base, media = server
     _, token = make_user("alice")
     payload = body(b"a.txt", b"y" * 5000)
-    sock = raw_request(
-        base,
-        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: 1000\r\n\r\n",
-    )
+    sock = raw_upload(base, token, "Content-Length: 1000")
     try:
         sock.sendall(payload)
         response = read_response(sock)
@@ -278,11 +275,7 @@ def test_client_that_goes_away_mid_body_gets_400_incomplete_body(server, make_us
     _, token = make_user("alice")
     payload = part_head(b"cut.txt") + b"c" * 200_000
     length = "Transfer-Encoding: chunked" if framing != "content-length" else f"Content-Length: {len(payload) * 2}"
-    sock = raw_request(
-        base,
-        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n{length}\r\n\r\n",
-    )
+    sock = raw_upload(base, token, length)
     try:
         if framing == "content-length":
             sock.sendall(payload)
@@ -304,11 +297,7 @@ def test_body_shorter_than_its_content_length_keeps_nothing(server, make_user, c
     base, media = server
     _, token = make_user("alice")
     payload = body(b"short.txt", b"s" * 5000)
-    sock = raw_request(
-        base,
-        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(payload) + 1000}\r\n\r\n",
-    )
+    sock = raw_upload(base, token, f"Content-Length: {len(payload) + 1000}")
     try:
         sock.sendall(payload)
         sock.settimeout(0.5)
