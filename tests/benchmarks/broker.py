@@ -97,26 +97,35 @@ def base_env(**extra: str) -> dict:
     return env
 
 
-class Worker:
+class Subprocess:
+    """A process in its own session, stopped with SIGTERM (then SIGKILL) to its whole group."""
+
+    def __init__(self, args: list[str], log: Path, env: dict | None = None) -> None:
+        self._file = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.log = log
+        self.popen = subprocess.Popen(args, env=env, stdout=self._file, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=log.parent)  # fmt: skip
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        self._file.close()
+
+
+class Worker(Subprocess):
+    """A `celery -A boot worker` of the benchmark's tasks."""
+
     def __init__(self, env: dict, log_dir: Path, name: str, concurrency: int = 2) -> None:
-        self.log = log_dir / f"{name.replace(' ', '_')}.log"
         args = [str(Path(sys.executable).parent / "celery"), "-A", "boot", "worker", "-I",
                 "tests.benchmarks.broker_tasks", "-Q", QUEUE, "-c", str(concurrency),
                 "-n", f"bench-{time.time_ns()}@%h", "--loglevel", "WARNING"]  # fmt: skip
-        self._file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(args, env=env, stdout=self._file, stderr=subprocess.STDOUT,
-                                      start_new_session=True, cwd=log_dir)  # fmt: skip
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait()
-        self._file.close()
+        super().__init__(args, log_dir / f"{name.replace(' ', '_')}.log", env)
 
 
 class Probe:
@@ -454,27 +463,6 @@ def procrastinate_python() -> Path:
                         "psycopg[binary]==3.3.9"], check=True, env=baseline_env())  # fmt: skip
         (venv / ".installed").touch()
     return python
-
-
-class Subprocess:
-    """A process in its own session, stopped with SIGTERM (then SIGKILL) to its whole group."""
-
-    def __init__(self, args: list[str], log: Path, env: dict | None = None) -> None:
-        self._file = open(log, "ab")  # noqa: SIM115 - closed in stop()
-        self.log = log
-        self.popen = subprocess.Popen(args, env=env, stdout=self._file, stderr=subprocess.STDOUT,
-                                      start_new_session=True, cwd=log.parent)  # fmt: skip
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-        self._file.close()
 
 
 class CeleryProducer:
