@@ -21,6 +21,8 @@ wake-up latency (publish returned -> notification received by a listener) of bot
 --profile (needs `pip install py-spy` in the venv; not a project dependency) samples the producer during
 the enqueue and the worker (all its processes) during the drain, and prints the functions where most
 samples were taken (own time, and including callees).
+--held-statements 60000 instead times the transport's claim (from the queue's start and after the claim
+cursor), look-back and rescue pass after that many messages went through while a transaction holds the xmin.
 --pressure runs the pressure mode instead (see pressure() below): a fixed offered rate through a clean phase,
 a phase with one connection holding `BEGIN; SELECT txid_current();` open, and a recovery phase, for our
 transport and for Procrastinate (installed into .bench/, never a project dependency) in the same run:
@@ -656,6 +658,54 @@ def print_pressure(name: str, result: dict, args: argparse.Namespace) -> None:
         print(f"{name}: {text} (goal {goal}: {'met' if ok else 'MISSED'})")
 
 
+def held_statement_costs(consumed: int) -> None:
+    """ms per statement of common.broker.sql after `consumed` messages went through under a held xmin."""
+    import psycopg
+
+    from common.broker import sql
+
+    db = psycopg.connect(PG + QUEUE_DB, autocommit=True)
+    db.execute("TRUNCATE kombu_message")
+    queue_id = db.execute(sql.QUEUE_ID, {"name": QUEUE}).fetchone()[0]
+    pid, started, _ = db.execute(sql.SESSION_SETUP).fetchone()
+    claimer = {"pid": pid, "started": started, "queue": queue_id, "limit": 4}
+    payload = '{"headers": {"id": "x"}, "body": "' + "x" * 600 + '"}'
+    insert = (
+        "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) SELECT "
+        "nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, %s FROM generate_series(1, %s)"
+    )
+    holder = psycopg.connect(PG + QUEUE_DB)
+    holder.execute("SELECT txid_current()")  # held from here on: nothing consumed below can be removed
+    try:
+        cursor = 0
+        for _ in range(consumed // 100):  # publish, claim and ack in batches of 100, as a busy queue does
+            db.execute(insert, (payload, queue_id, 100))
+            ids = [row[0] for row in db.execute(sql.CLAIM, {**claimer, "limit": 100, "after": cursor}).fetchall()]
+            cursor = max(ids)
+            db.execute(sql.DELETE_ROWS, (ids,))
+        db.execute(insert, (payload, queue_id, 1))  # one ready message
+        statements = {
+            "claim from the queue's start": (sql.CLAIM, {**claimer, "after": 0}),
+            "claim after the cursor": (sql.CLAIM, {**claimer, "after": cursor}),
+            "look-back": (sql.LOOK_BACK, {"queues": [queue_id], "afters": [cursor]}),
+            "rescue pass": (sql.RESCUE, {**claimer, "held": [], "acks": [], "grace": 2.0, "restart_grace": 30.0}),
+        }
+        print(f"{consumed} messages consumed while one transaction holds the xmin horizon; ms per statement:")
+        for name, (statement, params) in statements.items():
+            times = []
+            for _ in range(5):
+                with db.transaction(force_rollback=True):  # every run sees the same rows
+                    began = time.perf_counter()
+                    db.execute(statement, params)
+                    times.append((time.perf_counter() - began) * 1000)
+            print(f"  {name:<30} median {percentile(times, 0.5):7.1f}  max {max(times):7.1f}")
+    finally:
+        holder.rollback()
+        holder.close()
+        db.execute("TRUNCATE kombu_message")
+        db.close()
+
+
 def pressure(args: argparse.Namespace) -> None:
     """The pressure mode: each system in turn, same offered rate, worker count and phases."""
     import psycopg
@@ -687,6 +737,7 @@ def main() -> None:
     parser.add_argument("--producers", type=int, nargs="*")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--pressure", action="store_true")
+    parser.add_argument("--held-statements", type=int, metavar="CONSUMED")
     parser.add_argument(
         "--systems", nargs="*", choices=("doorito", "procrastinate"), default=["doorito", "procrastinate"]
     )
@@ -716,6 +767,9 @@ def main() -> None:
         return
     if args.pressure:
         pressure(args)
+        return
+    if args.held_statements:
+        held_statement_costs(args.held_statements)
         return
 
     available = {
