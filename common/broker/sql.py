@@ -94,7 +94,9 @@ WAKE = "SELECT kombu_message_wake(%s)"
 #   owns them now, so no rescuer takes them from a live holder;
 # - acked: rows whose ack failed with the connection (%(acks)s) are deleted now;
 # - orphaned: claimed rows of other processes whose backend is gone become orphaned (timestamp = now);
-#   not while the server itself has just started, when every claimer is reconnecting;
+#   not while the server itself has just started, when every claimer is reconnecting; only if %(sweep)s:
+#   this scan walks every claimed row version VACUUM may not remove yet, so under a held xmin horizon the
+#   caller spaces it out (the other parts use small indexes: migration 0006);
 # - rescued: rows orphaned longer than the grace become ready (the restore trigger wakes consumers);
 # - due: scheduled rows whose time has come become ready (the restore trigger wakes consumers);
 # - and the task ids of pending broker_cancel marks (normally none), so the worker skips them, and the
@@ -106,7 +108,7 @@ RESCUE = (
     "AND (claimer_pid IS DISTINCT FROM %(pid)s OR claimer_started IS DISTINCT FROM %(started)s) RETURNING id), "
     "acked AS (DELETE FROM kombu_message WHERE id = ANY(%(acks)s) RETURNING id), "
     "orphaned AS (UPDATE kombu_message m SET claimer_pid = 0, timestamp = now() AT TIME ZONE 'UTC' "
-    "WHERE NOT visible AND version = -1 AND claimer_pid > 0 AND NOT (id = ANY(%(held)s)) "
+    "WHERE %(sweep)s AND NOT visible AND version = -1 AND claimer_pid > 0 AND NOT (id = ANY(%(held)s)) "
     "AND NOT (id = ANY(%(acks)s)) "
     "AND pg_postmaster_start_time() < now() - make_interval(secs => %(restart_grace)s) "
     "AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = m.claimer_pid "

@@ -476,10 +476,17 @@ def scheduled_for(message: dict) -> datetime.datetime | None:
     return due if due > now + SCHEDULE_MARGIN else None
 
 
-def _rescue_pass(channel: Channel, options: TransportOptions) -> tuple[int, float | None]:
-    """Re-own, retry deferred acks, rescue dead claimers' rows, make due ones ready; (rows made ready, next due s)."""
+def _rescue_pass(channel: Channel, options: TransportOptions, *, sweep: bool) -> tuple[int, float | None]:
+    """Re-own, retry deferred acks, rescue dead claimers' rows (marking them orphaned first only if `sweep`),
+    make due ones ready; (rows made ready, seconds until the next is due)."""
     held, acks = _held_by_process()
-    params = {"held": held, "acks": acks, "grace": options.rescue_grace, "restart_grace": options.restart_grace}
+    params = {
+        "held": held,
+        "acks": acks,
+        "grace": options.rescue_grace,
+        "restart_grace": options.restart_grace,
+        "sweep": sweep,
+    }
     [(_acked, ready, marks, next_due)] = channel._run_as_claimer(sql.RESCUE, params)
     for owner in list(_channels):
         owner._pending_acks.difference_update(acks)
@@ -536,6 +543,7 @@ class Transport(stock.Transport):
             compact_above=self.options.compact_above,
         )
         self._upkeeper: threading.Thread | None = None
+        self._next_sweep = 0.0  # when the rescue pass next marks orphans (see _rescue)
 
     def establish_connection(self) -> Any:
         # Prove the database answers, so Celery's connection retry (with backoff) sees a real failure.
@@ -728,7 +736,14 @@ class Transport(stock.Transport):
         channel = self._consuming_channel()
         if channel is None:
             return None
-        ready, next_due = _rescue_pass(channel, self.options)
+        sweep = monotonic() >= self._next_sweep
+        began = monotonic()
+        ready, next_due = _rescue_pass(channel, self.options, sweep=sweep)
+        if sweep:
+            # Marking orphans walks every claimed row version VACUUM may not remove yet (while an old transaction
+            # holds the horizon, all of them): it then runs at most a tenth of the time, so claims and acks on this
+            # connection never wait behind it for long. Only the rescue of a dead worker's rows waits longer.
+            self._next_sweep = monotonic() + 9 * (monotonic() - began)
         if ready:  # wake our own claims too (the restore trigger's NOTIFY wakes everyone else)
             self.cursors.reset()  # the rows made ready are behind the cursors
             self.known_empty.clear()

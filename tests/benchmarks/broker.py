@@ -669,6 +669,7 @@ def held_statement_costs(consumed: int) -> None:
     queue_id = db.execute(sql.QUEUE_ID, {"name": QUEUE}).fetchone()[0]
     pid, started, _ = db.execute(sql.SESSION_SETUP).fetchone()
     claimer = {"pid": pid, "started": started, "queue": queue_id, "limit": 4}
+    rescue = {**claimer, "held": [], "acks": [], "grace": 2.0, "restart_grace": 30.0}
     payload = '{"headers": {"id": "x"}, "body": "' + "x" * 600 + '"}'
     insert = (
         "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) SELECT "
@@ -688,7 +689,8 @@ def held_statement_costs(consumed: int) -> None:
             "claim from the queue's start": (sql.CLAIM, {**claimer, "after": 0}),
             "claim after the cursor": (sql.CLAIM, {**claimer, "after": cursor}),
             "look-back": (sql.LOOK_BACK, {"queues": [queue_id], "afters": [cursor]}),
-            "rescue pass": (sql.RESCUE, {**claimer, "held": [], "acks": [], "grace": 2.0, "restart_grace": 30.0}),
+            "rescue pass": (sql.RESCUE, {**rescue, "sweep": False}),
+            "rescue pass marking orphans": (sql.RESCUE, {**rescue, "sweep": True}),
         }
         print(f"{consumed} messages consumed while one transaction holds the xmin horizon; ms per statement:")
         for name, (statement, params) in statements.items():
