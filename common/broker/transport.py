@@ -42,6 +42,7 @@ from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import sessionmaker
 
 from common.broker import sql
+from common.broker.fanout import FanoutChannel
 from common.broker.options import TransportOptions
 
 logger = logging.getLogger(__name__)
@@ -150,8 +151,8 @@ class QoS(virtual.QoS):
             state.restored = True
 
 
-class Channel(stock.Channel):
-    """A channel with its own autocommit connection from the process's engine pool."""
+class Channel(FanoutChannel):
+    """A channel with its own autocommit connection from the process's engine pool (fanout: common.broker.fanout)."""
 
     QoS = QoS
 
@@ -192,6 +193,7 @@ class Channel(stock.Channel):
                 if row is None:
                     raise psycopg.DataError("the session setup statement returned no row")
                 pid, started, _ = row
+                self._rebind(driver, (pid, started))
             except Exception:
                 fairy.invalidate()
                 raise
@@ -262,6 +264,9 @@ class Channel(stock.Channel):
                 raise RuntimeError(f"could not create or find broker queue {queue!r}")
         return queue_id
 
+    def _forget_queue_id(self, queue: str) -> None:
+        _queue_ids.pop((self._url, queue), None)
+
     def _get_or_create(self, queue: str) -> int:
         return self._queue_id(queue)
 
@@ -313,14 +318,16 @@ class Channel(stock.Channel):
             transport = cast("Transport", self.connection)
             if queue_id in transport.known_empty:
                 raise Empty()
-            rows = self._claim(queue_id)
+            no_ack = queue in self._no_ack_queues
+            rows = self._take(queue_id, self.options.claim_batch) if no_ack else self._claim(queue_id)
             if not rows:
                 transport.known_empty.add(queue_id)
                 raise Empty()
             buffer.extend(rows)
         row_id, payload = buffer.popleft()
         message = loads(payload)
-        self._row_ids[message["properties"]["delivery_tag"]] = row_id
+        if queue not in self._no_ack_queues:  # a taken row is gone already: nothing to ack
+            self._row_ids[message["properties"]["delivery_tag"]] = row_id
         return message
 
     def _claim(self, queue_id: int) -> list[tuple[int, str]]:
@@ -497,6 +504,10 @@ class Transport(stock.Transport):
     )
     channel_errors = ()
     driver_name = "doorito-postgresql"
+    # Not kombu's "sql": Celery disables events for that type (the stock transport has no fanout). Gossip and
+    # mingle stay off (Celery enables them for "amqp" and "redis" only): they would add idle broadcast traffic.
+    driver_type = "postgresql"
+    implements = stock.Transport.implements.extend(exchange_type=frozenset(["direct", "topic", "fanout"]))
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         self.options = TransportOptions.parse(client.transport_options)

@@ -65,3 +65,9 @@ def claimed_rows() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM kombu_message WHERE NOT visible AND version = -1")
         return cursor.fetchone()[0]
+
+
+def scheduled_rows() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM kombu_message WHERE NOT visible AND version = -2")
+        return cursor.fetchone()[0]
