@@ -12,9 +12,10 @@ Durable task queues stay in memory only, as before.
   when a consumer dies, nothing is routed to its queue any more (an AMQP auto-delete queue), and the
   next prune deletes its binding and its queue's messages. A channel that reconnects re-binds;
 - no-ack consumers (remote control, replies, events) take their rows with a DELETE: nobody acks them;
-- cost when nobody listens: a topic exchange (Celery's events) reads the shared bindings at most once
-  per BINDING_CACHE_SECONDS per process, never once per message; a direct exchange reads them only
-  when no binding is known locally (replies); a fanout publish reads them once (control commands are rare).
+- cost when nobody listens: a topic exchange (Celery's events, the worker's heartbeats) reads the shared
+  bindings at most once per BINDING_CACHE_SECONDS per process, never once per message; a new binding
+  NOTIFYs, so a consuming process (a worker) sees it at once. A direct exchange reads them only when no
+  binding is known locally (replies); a fanout publish reads them once (control commands are rare).
 """
 
 from __future__ import annotations
@@ -29,9 +30,15 @@ from kombu.transport.virtual.exchange import STANDARD_EXCHANGE_TYPES, DirectExch
 
 logger = logging.getLogger(__name__)
 
-# How long a process trusts what it read of a topic exchange's bindings: an event receiver that binds
-# misses at most this much of the events; a publisher with nobody listening reads at most once per this.
-BINDING_CACHE_SECONDS = 1.0
+# How long a process trusts what it read of a topic exchange's bindings. A new binding NOTIFYs (consuming
+# processes forget the cache at once), but a receiver that dies says nothing: this bounds how long events
+# still go to its queue (the next prune deletes them). And a publisher with nobody listening reads at most
+# once per this.
+BINDING_CACHE_SECONDS = 30.0
+# The NOTIFY channel of new bindings; its payload is the exchange.
+BINDINGS_CHANNEL = "kombu_binding_changed"
+# (broker URL, exchange) -> (monotonic expiry, live (routing key, queue) bindings), for the whole process.
+_topic_cache: dict[tuple[str, str], tuple[float, list[tuple[str, str]]]] = {}
 SHARED_EXCHANGE_TYPES = frozenset({"fanout", "topic"})
 _MISSING = object()
 
@@ -47,10 +54,11 @@ _LIVE = (
 
 # Record (or take over) a binding as the current session's.
 BIND = (
-    "INSERT INTO kombu_binding (exchange, routing_key, queue, owner_pid, owner_started, message_ttl) "
+    "WITH bound AS (INSERT INTO kombu_binding (exchange, routing_key, queue, owner_pid, owner_started, message_ttl) "  # noqa: S608 - BINDINGS_CHANNEL is a constant
     "VALUES (%(exchange)s, %(routing_key)s, %(queue)s, %(pid)s, %(started)s, %(ttl)s) "
     "ON CONFLICT (exchange, routing_key, queue) DO UPDATE SET owner_pid = EXCLUDED.owner_pid, "
-    "owner_started = EXCLUDED.owner_started, message_ttl = EXCLUDED.message_ttl RETURNING id"
+    "owner_started = EXCLUDED.owner_started, message_ttl = EXCLUDED.message_ttl RETURNING id) "
+    f"SELECT id, pg_notify('{BINDINGS_CHANNEL}', %(exchange)s) FROM bound"
 )
 
 UNBIND = "DELETE FROM kombu_binding WHERE queue = %s AND exchange = %s AND routing_key = %s"
@@ -89,6 +97,12 @@ TAKE = (
 )
 
 
+def forget_bindings(exchange: str | None = None) -> None:
+    """Make this process read the shared bindings of `exchange` (of every exchange if None) again before use."""
+    for key in [key for key in _topic_cache if exchange is None or key[1] == exchange]:
+        _topic_cache.pop(key, None)
+
+
 def prune_bindings(cursor: Any) -> tuple[int, int]:
     """Delete dead sessions' bindings, their queues and messages, and messages past their TTL; (queues, messages)."""
     cursor.execute(PRUNE)
@@ -125,6 +139,7 @@ class FanoutChannel(stock.Channel):
     """The fanout/topic/shared-binding half of the transport's channel (see the module docstring)."""
 
     supports_fanout = True
+    _url: str  # the broker URL (set by the transport's Channel)
     # Deliveries to a queue another process made (and may have dropped and made again) survive a stale queue id.
     exchange_types = {**STANDARD_EXCHANGE_TYPES, "direct": _DirectExchange, "topic": _TopicExchange}
 
@@ -134,7 +149,6 @@ class FanoutChannel(stock.Channel):
         # (exchange, routing_key, queue) -> message TTL: what this channel shares (re-bound after a reconnect)
         self._shared: dict[tuple[str, str, str], float | None] = {}
         self._no_ack_queues: set[str] = set()
-        self._topic_cache: dict[str, tuple[float, list[tuple[str, str]]]] = {}
         super().__init__(connection, **kwargs)
 
     # Provided by the transport's Channel: statements on the channel's own session.
@@ -168,6 +182,21 @@ class FanoutChannel(stock.Channel):
         params = {"exchange": exchange, "routing_key": routing_key, "queue": queue, "ttl": self._shared[key]}
         self._run_as_claimer(BIND, params)
 
+    def _unbind_all(self) -> None:
+        """A closing channel takes its bindings along (its session goes back to the pool and lives on)."""
+        for exchange, routing_key, queue in list(self._shared):
+            try:
+                self._run(UNBIND, (queue, exchange, routing_key), retry=False)
+            except psycopg.Error:
+                return  # the session is gone, and with it what it owned; the next prune deletes the rows
+        self._shared.clear()
+
+    def _forget_shared_state(self) -> None:
+        """In a forked child: the parent's bindings and consumers are the parent's (its session owns them)."""
+        self._shared.clear()
+        self._transient.clear()
+        self._no_ack_queues.clear()
+
     def _rebind(self, connection: psycopg.Connection, backend: tuple[int, Any]) -> None:
         """On a new database session: take over this channel's bindings (the old session's no longer count)."""
         pid, started = backend
@@ -191,10 +220,12 @@ class FanoutChannel(stock.Channel):
         return [tuple(row) for row in self._run(LOOKUP, {"exchange": exchange, "routing_key": routing_key}, fetch=True)]
 
     def _topic_bindings(self, exchange: str) -> list[tuple[str, str]]:
-        now = monotonic()
-        cached = self._topic_cache.get(exchange)
-        if cached is None or cached[0] <= now:
-            cached = self._topic_cache[exchange] = (now + BINDING_CACHE_SECONDS, self._shared_bindings(exchange, None))
+        key = (self._url, exchange)
+        cached = _topic_cache.get(key)
+        if cached is None or cached[0] <= monotonic():
+            # The expiry counts from before the read: a NOTIFY that arrives during it is not missed for long.
+            expires = monotonic() + BINDING_CACHE_SECONDS
+            cached = _topic_cache[key] = (expires, self._shared_bindings(exchange, None))
         return cached[1]
 
     def _local_lookup(self, exchange: str, routing_key: str) -> set[str]:

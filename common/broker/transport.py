@@ -41,7 +41,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import sessionmaker
 
-from common.broker import sql
+from common.broker import fanout, sql
 from common.broker.fanout import FanoutChannel
 from common.broker.options import TransportOptions
 
@@ -209,6 +209,7 @@ class Channel(FanoutChannel):
         self._released.clear()
         self._pending_acks.clear()
         self._buffers.clear()
+        self._forget_shared_state()
         self._pid = os.getpid()
 
     def _drop_connection(self, *, broken: bool) -> None:
@@ -438,6 +439,7 @@ class Channel(FanoutChannel):
         if not was_closed:
             for queue in list(self._buffers):
                 self._restore_buffer(queue)
+            self._unbind_all()
             self._drop_connection(broken=False)
 
 
@@ -571,11 +573,13 @@ class Transport(stock.Transport):
             connection.autocommit = True
             try:
                 connection.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
+                connection.execute(f"LISTEN {fanout.BINDINGS_CHANNEL}")
             except Exception:
                 connection.close()
                 raise
             self._listener = connection
             self.known_empty.clear()  # anything may have arrived while we were not listening
+            fanout.forget_bindings()
         return self._listener
 
     def _drop_listener(self) -> None:
@@ -669,6 +673,9 @@ class Transport(stock.Transport):
                 self._drop_listener()  # the next _listen() replaces it (and forgets known_empty)
                 return
             while (notify := pgconn.notifies()) is not None:
+                if notify.relname == fanout.BINDINGS_CHANNEL.encode():
+                    fanout.forget_bindings(notify.extra.decode())
+                    continue
                 with contextlib.suppress(ValueError):
                     self.known_empty.discard(int(notify.extra))
 
