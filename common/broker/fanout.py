@@ -69,14 +69,15 @@ LOOKUP = (
     f"AND (%(routing_key)s::text IS NULL OR b.routing_key = %(routing_key)s) AND {_LIVE}"
 )
 
-# Delete the bindings of sessions that are gone; delete the messages of queues left with no live binding
+# Delete the bindings of sessions that are gone; delete the (ready: nobody claims them) messages of queues left
+# with no live binding
 # (nobody will ever consume them) and those older than their queue's message TTL (x-message-ttl); return
 # the dead queues' names (their kombu_queue rows go next, once empty) and the messages deleted.
 PRUNE = (
     f"WITH dead AS (DELETE FROM kombu_binding b WHERE NOT {_LIVE} RETURNING b.queue), "  # noqa: S608 - _LIVE is a constant
     "orphaned AS (SELECT DISTINCT queue FROM dead "
     f"WHERE queue NOT IN (SELECT b.queue FROM kombu_binding b WHERE {_LIVE})), "
-    "purged AS (DELETE FROM kombu_message m USING kombu_queue q WHERE m.queue_id = q.id "
+    "purged AS (DELETE FROM kombu_message m USING kombu_queue q WHERE m.queue_id = q.id AND m.visible "
     "AND q.name IN (SELECT queue FROM orphaned) RETURNING m.id), "
     "expired AS (DELETE FROM kombu_message m USING kombu_queue q, kombu_binding b WHERE m.queue_id = q.id "
     "AND q.name = b.queue AND b.message_ttl IS NOT NULL AND m.visible "
