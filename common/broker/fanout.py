@@ -175,7 +175,12 @@ class FanoutChannel(stock.Channel):
             return
         key = (exchange, routing_key or "", queue)
         self._shared[key] = self._transient.get(queue)
-        self._run(PRUNE, fetch=True)  # a previous owner's queue (a restarted worker's pidbox) starts empty
+        # Dead sessions' queues go first: a restarted worker's pidbox queue starts empty, under a new id.
+        [(dead_queues, _messages)] = self._run(PRUNE, fetch=True)
+        if dead_queues:
+            self._run(DROP_QUEUES, (list(dead_queues),))
+            for name in dead_queues:
+                self._forget_queue_id(name)
         self._bind(key)
 
     def _bind(self, key: tuple[str, str, str]) -> None:

@@ -54,7 +54,7 @@ def test_a_broadcast_reaches_each_live_bound_queue_once_and_a_dead_consumers_que
     assert rows_of("fanouttest.a") == rows_of("fanouttest.b") == 0  # taken, not left claimed: no-ack has no ack
 
     with connection.cursor() as cursor:  # the second consumer's process dies: PostgreSQL ends its session
-        cursor.execute("SELECT pg_terminate_backend(%s)", [backend_of(second)])
+        cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [backend_of(second)])
     Producer(publisher.default_channel).publish({"n": 2}, exchange=BROADCAST, declare=[BROADCAST])
     assert receive(first, queue_a, 1) == [{"n": 2}]
     assert rows_of("fanouttest.b") == 0  # nothing routed to the dead consumer's queue
@@ -124,3 +124,21 @@ def test_events_with_nobody_listening_cost_no_statement_per_message(connect, mon
     assert [body["n"] for body in got] == list(range(10))
     lookups = [s for s in statements if "FROM kombu_binding" in s]
     assert len(lookups) == 1  # read again once after the new binding, not once per message
+
+
+def test_a_consumer_whose_session_was_lost_binds_again_with_its_new_one(connect):
+    consumer, publisher = connect(), connect()
+    queue = Queue("fanouttest.node", BROADCAST, auto_delete=True)
+    bind(consumer, queue)
+    broadcast = Producer(publisher.default_channel)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [backend_of(consumer)])
+    broadcast.publish({"n": "while gone"}, exchange=BROADCAST, declare=[BROADCAST])
+    got: list = []
+    with Consumer(consumer.default_channel, [queue], no_ack=True, callbacks=[lambda body, _m: got.append(body)]):
+        with contextlib.suppress(TimeoutError):
+            consumer.drain_events(timeout=0.5)  # its next statement reconnects, and the new session re-binds
+        broadcast.publish({"n": "back"}, exchange=BROADCAST, declare=[BROADCAST])
+        while not got:
+            consumer.drain_events(timeout=10)
+    assert got == [{"n": "back"}]
