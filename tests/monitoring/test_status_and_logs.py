@@ -17,7 +17,7 @@ from django_celery_results.models import TaskResult
 
 from boot.celery import app as celery_app
 from common.monitoring.models import WorkerHeartbeat
-from tests.processes import PROJECT_DIR, celery_command, free_port, wait_until
+from tests.processes import celery_command, free_port, procfile_command, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -134,13 +134,8 @@ def test_json_log_format_logs_every_task_event_as_one_object_per_line(start_proc
 
 
 def test_json_log_format_makes_every_line_of_the_procfile_web_process_json(start_process, transactional_db):
-    web_line = next(line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    # The Procfile's command as deployed, minus its leading VAR=value (the test keeps the Test configuration).
-    web_command = re.sub(r"^(\w+=\S+\s+)*", "", web_line.removeprefix("web:").strip())
     port = free_port()
-    web = start_process(
-        "jsonweb", ["bash", "-c", f"exec {web_command}"], PORT=str(port), WEB_CONCURRENCY="1", LOG_FORMAT="json"
-    )
+    web = start_process("jsonweb", procfile_command("web"), PORT=str(port), WEB_CONCURRENCY="1", LOG_FORMAT="json")
     web.wait_for_output("Booting worker", timeout=60)
 
     def answers():
@@ -191,8 +186,8 @@ def test_text_log_format_is_the_default_and_human_readable(start_worker):
     assert re.search(rf"\] celery\.heartbeat +\[common\.monitoring\.tasks\] .*task_id={result.id}", own_line)
 
 
-def test_json_log_format_makes_every_line_of_beat_json(start_beat):
-    beat = start_beat(quiet=True, LOG_FORMAT="json", **FAST)
+def test_json_log_format_makes_every_line_of_the_procfile_beat_json(start_process, clean_broker):
+    beat = start_process("jsonbeat", procfile_command("beat", "--max-interval", "1"), LOG_FORMAT="json", **FAST)
     beat.wait_for_output(r"beat\.leadership_acquired", timeout=30)
     beat.stop()
     records = [json.loads(line) for line in beat.output().splitlines() if line.strip()]  # each line is JSON
