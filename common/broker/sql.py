@@ -96,7 +96,7 @@ WAKE = "SELECT kombu_message_wake(%s)"
 # - orphaned: claimed rows of other processes whose backend is gone become orphaned (timestamp = now);
 #   not while the server itself has just started, when every claimer is reconnecting; only if %(sweep)s:
 #   this scan walks every claimed row version VACUUM may not remove yet, so under a held xmin horizon the
-#   caller spaces it out (the other parts use small indexes: migration 0006);
+#   caller spaces it out (the other parts use small indexes: migration 0007);
 # - rescued: rows orphaned longer than the grace become ready (the restore trigger wakes consumers);
 # - due: scheduled rows whose time has come become ready (the restore trigger wakes consumers);
 # - and the task ids of pending broker_cancel marks (normally none), so the worker skips them, and the

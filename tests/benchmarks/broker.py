@@ -100,7 +100,7 @@ def base_env(**extra: str) -> dict:
 
 
 class Subprocess:
-    """A process in its own session, stopped with SIGTERM (then SIGKILL) to its whole group."""
+    """A process in its own session, stopped with SIGTERM (then SIGKILL, for any child left) to its whole group."""
 
     def __init__(self, args: list[str], log: Path, env: dict | None = None) -> None:
         self._file = open(log, "ab")  # noqa: SIM115 - closed in stop()
@@ -109,25 +109,25 @@ class Subprocess:
                                       start_new_session=True, cwd=log.parent)  # fmt: skip
 
     def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
         try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
             self.popen.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait()
         self._file.close()
 
 
 class Worker(Subprocess):
     """A `celery -A boot worker` of the benchmark's tasks."""
 
-    def __init__(self, env: dict, log_dir: Path, name: str, concurrency: int = 2) -> None:
+    def __init__(self, env: dict, log_dir: Path, name: str, concurrency: int = 2, extra: tuple[str, ...] = ()) -> None:
         args = [str(Path(sys.executable).parent / "celery"), "-A", "boot", "worker", "-I",
                 "tests.benchmarks.broker_tasks", "-Q", QUEUE, "-c", str(concurrency),
-                "-n", f"bench-{time.time_ns()}@%h", "--loglevel", "WARNING"]  # fmt: skip
-        super().__init__(args, log_dir / f"{name.replace(' ', '_')}.log", env)
+                "-n", f"bench-{time.time_ns()}@%h", "--loglevel", "WARNING", *extra]  # fmt: skip
+        super().__init__(args, log_dir / f"{name.replace(' ', '_').replace('/', '_')}.log", env)
 
 
 class Probe:

@@ -21,5 +21,5 @@ DROP INDEX IF EXISTS kombu_message_scheduled_idx;
 
 
 class Migration(migrations.Migration):
-    dependencies = [("broker", "0005_wake_after_commit")]
+    dependencies = [("broker", "0006_kombu_binding")]
     operations = [migrations.RunSQL(FORWARD, BACKWARD)]
