@@ -11,11 +11,7 @@ import pytest
 from django.db import connection
 
 from common.broker import sql
-from tests.broker import test_transport
 from tests.broker.test_transport import QUEUE, consume, publish
-
-# The transport tests' fixtures: kombu connections of this transport to the test database.
-broker_url, connect = test_transport.broker_url, test_transport.connect
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
