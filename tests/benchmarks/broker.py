@@ -710,7 +710,12 @@ def held_statement_costs(consumed: int) -> None:
 
 def pressure(args: argparse.Namespace) -> None:
     """The pressure mode: each system in turn, same offered rate, worker count and phases."""
+    import logging
+
     import psycopg
+
+    # One INFO line per publish (django_structlog's task_enqueued) would bury the tables this prints.
+    logging.getLogger("django_structlog").setLevel(logging.WARNING)
 
     with psycopg.connect(PG + APP_DB, autocommit=True) as db:
         db.execute(LATENCY_TABLE)
