@@ -459,3 +459,40 @@ def test_cancel_marks_reach_the_holder_in_its_rescue_pass_and_a_claimer_in_the_c
     got = [b for b, _ in consume(claimer, 2)]
     assert sorted(b["n"] for b in got) == ["held-task", "other-task"]
     assert learned_marks == [{"held-task"}]  # reported by the claim, before the message was delivered
+
+
+@contextlib.contextmanager
+def database_refusing_connections(broker_url: str):
+    """New connections to the test database fail (as while PostgreSQL restarts); open ones are unaffected."""
+    name = connection.ops.quote_name(connection.settings_dict["NAME"])
+    # A database cannot refuse connections from inside itself: the switch goes through the postgres database.
+    admin_url = broker_url.removeprefix("sqla+").replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        try:
+            yield
+        finally:
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+
+
+def test_an_ack_that_fails_with_the_connection_is_retried_after_reconnecting_not_left_to_the_lease(connect, broker_url):
+    # A lease of an hour: only the retried ack can remove the row within this test.
+    conn = connect(rescue_interval=0.2, rescue_grace=0.5, restart_grace=0, visibility_timeout=3600)
+    publish(conn, {"n": 1})
+    [(_body, message)] = consume(conn, 1, ack=False)  # also starts the keeper thread, whose rescue pass retries
+    channel = conn.default_channel
+    [(row_id, _visible, _version)] = rows()
+    with database_refusing_connections(broker_url):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [channel._connection().info.backend_pid])
+        message.ack()  # the DELETE fails with the connection, and so does its immediate retry on a new one
+        assert channel.pending_acks() == [row_id]
+        time.sleep(0.6)  # rescue passes fail meanwhile; the row stays claimed by the dead session
+        assert rows() == [(row_id, False, -1)]
+    # Connections are accepted again: the next rescue pass deletes the row (no lease expiry, no redelivery).
+    deadline = time.monotonic() + 10
+    while message_rows() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert message_rows() == 0
+    assert channel.pending_acks() == []
+    assert consume(conn, 1, timeout=1.5) == []  # the acked message is never delivered again
