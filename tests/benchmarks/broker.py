@@ -21,7 +21,11 @@ wake-up latency (publish returned -> notification received by a listener) of bot
 --profile (needs `pip install py-spy` in the venv; not a project dependency) samples the producer during
 the enqueue and the worker (all its processes) during the drain, and prints the functions where most
 samples were taken (own time, and including callees).
-The databases doorito_bench_broker_app and doorito_bench_broker_queue on 127.0.0.1:5432 are recreated.
+--waiting 10000 instead measures what that many countdown=3600 tasks cost a real worker while they wait:
+its memory (RSS summed over all its processes) and the broker database's transactions per second, first
+with none waiting, then with them all waiting (scheduled rows), in the same run.
+The databases doorito_bench_broker_app and doorito_bench_broker_queue on 127.0.0.1:5432 are recreated
+(with the suffix in BENCH_DB_SUFFIX, if set, so concurrent runs do not share them).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 PG = "postgresql://postgres@127.0.0.1:5432/"
-APP_DB, QUEUE_DB = "doorito_bench_broker_app", "doorito_bench_broker_queue"
+SUFFIX = os.environ.get("BENCH_DB_SUFFIX", "")
+APP_DB, QUEUE_DB = f"doorito_bench_broker_app{SUFFIX}", f"doorito_bench_broker_queue{SUFFIX}"
 SQLA_URL = "sqla+postgresql+psycopg://postgres@127.0.0.1:5432/" + QUEUE_DB
 REDIS_URL = "redis://127.0.0.1:6379/15"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -323,6 +328,71 @@ def measure(
     }
 
 
+def worker_rss_mib(worker: Worker) -> float:
+    """Resident memory of the worker's main process and its pool children (one process group), in MiB."""
+    total_kib = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if os.getpgid(int(entry.name)) != worker.popen.pid:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
+    return total_kib / 1024
+
+
+def waiting_cost(waiting: int, log_dir: Path, concurrency: int) -> None:
+    """A real worker's RSS and the broker database's transactions/s with 0, then `waiting`, countdown=3600 tasks."""
+    import psycopg
+
+    from boot.celery import app
+    from tests.benchmarks.broker_tasks import noop
+
+    probe = Probe("doorito")
+    probe.reset()
+    conn = producer_connection("doorito")
+    producer = app.amqp.Producer(conn)
+    worker = Worker(base_env(**BROKERS["doorito"]), log_dir, "doorito-waiting", concurrency)
+
+    def idle_rate() -> float:
+        # Backends flush their statistics up to 10 s after going idle: let the last phase settle first.
+        time.sleep(12)
+        before = probe.query_counter()
+        time.sleep(10)
+        return (probe.query_counter() - before) / 10
+
+    try:
+        noop.apply_async(producer=producer)  # declares the queue; the worker runs it, so it is consuming
+        deadline = time.monotonic() + 90
+        while probe.outstanding():
+            if time.monotonic() > deadline or worker.popen.poll() is not None:
+                raise SystemExit(f"the worker consumed nothing:\n{worker.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        rate_before, rss_before = idle_rate(), worker_rss_mib(worker)
+        started = time.perf_counter()
+        for _ in range(waiting):
+            noop.apply_async(producer=producer, countdown=3600)
+        publish_seconds = time.perf_counter() - started
+        rate_after, rss_after = idle_rate(), worker_rss_mib(worker)
+        with psycopg.connect(PG + QUEUE_DB) as db:
+            states = dict(db.execute("SELECT version, count(*) FROM kombu_message GROUP BY version").fetchall())
+    finally:
+        worker.stop()
+        conn.release()
+        probe.reset()
+    print(f"{waiting} countdown=3600 tasks published in {publish_seconds:.1f} s; rows by version: {states}")
+    print(f"{'waiting':>8} {'worker RSS MiB':>15} {'broker xact/s':>14}")
+    print(f"{0:>8} {rss_before:>15.1f} {rate_before:>14.2f}")
+    print(f"{waiting:>8} {rss_after:>15.1f} {rate_after:>14.2f}")
+    print(
+        f"with {waiting} waiting: RSS {rss_after - rss_before:+.1f} MiB ({100 * (rss_after / rss_before - 1):+.1f}%), "
+        f"broker transactions {rate_after / rate_before:.2f}x the idle rate "
+        "(goal: no worker memory, no per-message queries)"
+    )
+
+
 def producer_rates(counts: list[int], seconds: float) -> None:
     """Enqueue/s of N concurrent producers with the NOTIFY trigger on and off, and wake-up latency."""
     import threading
@@ -427,6 +497,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--producers", type=int, nargs="*")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--waiting", type=int)
     args = parser.parse_args()
 
     for name in (APP_DB, QUEUE_DB):
@@ -445,6 +516,10 @@ def main() -> None:
     configurations.setup()
     if args.producers:
         producer_rates(args.producers, args.seconds)
+        return
+    if args.waiting:
+        with tempfile.TemporaryDirectory() as tmp:
+            waiting_cost(args.waiting, Path(tmp), args.concurrency)
         return
 
     available = {
