@@ -4,7 +4,8 @@ Same tables (kombu_queue, kombu_message) and URL form (sqla+postgresql+psycopg:/
 as the stock transport, so stock producers and consumers interoperate. What
 changes is how rows move (the statements and row states are in common.broker.sql):
 
-- publish: one INSERT with a cached queue id; a trigger NOTIFYs listeners;
+- publish: one INSERT with a cached queue id; the process's waker thread NOTIFYs listeners
+  after it (common.broker.waker); the insert trigger does for other producers;
 - claim: one UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING round trip, which
   marks rows in flight and records the claiming database backend;
 - ack: DELETE the row, so the table holds only ready and in-flight messages;
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime
+import functools
 import logging
 import os
 import select
@@ -43,6 +45,7 @@ from sqlalchemy.orm import sessionmaker
 
 from common.broker import sql
 from common.broker.options import TransportOptions
+from common.broker.waker import close_wakers, waker_for
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ def engine_for(url: str, engine_options: dict) -> Engine:
 
 def dispose_engines(*, url: str | None = None) -> None:
     """Close the pooled connections this process opened (to `url`, or all), e.g. before dropping the database."""
+    close_wakers(url=url)
     pid = os.getpid()
     with _engines_lock:
         for (owner, engine_url), engine in list(_engines.items()):
@@ -299,11 +303,9 @@ class Channel(stock.Channel):
             raise
 
     def _wake_consumers(self, queue_id: int) -> None:
-        """Notify consumers of a committed publish; if that fails, they find it at their next poll."""
-        try:
-            self._run(sql.WAKE, (queue_id,), retry=False)
-        except psycopg.Error as exc:  # the message is committed: the publish succeeded
-            logger.info("broker.wake_failed", extra={"event": "broker.wake_failed", "error": str(exc)})
+        """Have this process's waker thread notify consumers of a committed publish (the producer never waits)."""
+        connect = functools.partial(_waker_connection, self._url, self.options.engine_options)
+        waker_for(self._url, connect).wake(queue_id)
 
     # --- consume -------------------------------------------------------------------
     def _get(self, queue: str) -> dict:
@@ -471,6 +473,15 @@ def _rescue_pass(channel: Channel, options: TransportOptions) -> tuple[int, floa
     if marks:
         _announce_cancelled(set(marks))
     return ready, None if next_due is None else float(next_due)
+
+
+def _waker_connection(url: str, engine_options: dict) -> psycopg.Connection:
+    """An autocommit connection for the waker thread, outside the pool (long-lived, like the LISTEN one)."""
+    fairy = engine_for(url, engine_options).raw_connection()
+    connection = _driver_connection(fairy)
+    fairy.detach()
+    connection.autocommit = True
+    return connection
 
 
 # Inside Transport's body the name Channel is its class attribute, not a type.

@@ -13,11 +13,13 @@ project's settings (acks_late, prefetch multiplier 4) and a no-op task:
 - rows left: kombu_message rows after the drain (PostgreSQL brokers).
 Redis (127.0.0.1:6379 db 15) and RabbitMQ (127.0.0.1:5672, guest) are skipped when unreachable.
 --concurrency sets the worker's pool size (-c).
---producers 1 8 32 instead measures the enqueue rate of that many concurrent producer connections (each
-one publish per transaction, the transport's own statements, for --seconds each) in three modes: the
-wake-up NOTIFY in the publishing transaction (the insert trigger: stock producers, and this transport
-before migration 0005), after the commit (this transport now), and none (trigger disabled); and the
-wake-up latency (publish returned -> notification received by a listener) of both wake-up modes.
+--producers 1 8 32 instead measures the enqueue rate of that many concurrent producer processes, then
+threads of one process (each one connection, one publish per transaction, the transport's own
+statements, for --seconds each) in four modes: the wake-up NOTIFY in the publishing transaction (the
+insert trigger: stock producers, and this transport before migration 0005), after the commit by each
+publish (this transport before common.broker.waker), by the process's waker thread (this transport
+now), and none (trigger disabled); and the wake-up latency (publish returned -> notification received
+by a listener) of each.
 --profile (needs `pip install py-spy` in the venv; not a project dependency) samples the producer during
 the enqueue and the worker (all its processes) during the drain, and prints the functions where most
 samples were taken (own time, and including callees).
@@ -39,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 PG = "postgresql://postgres@127.0.0.1:5432/"
@@ -393,64 +394,101 @@ def waiting_cost(waiting: int, log_dir: Path, concurrency: int) -> None:
     )
 
 
+# The wake-up of the transport before the waker thread: one kombu_message_wake() per publish, sent by the
+# producer itself right after its INSERT committed (kept here as the benchmark's "after commit" baseline).
+WAKE_AFTER_EACH_PUBLISH = "SELECT kombu_message_wake(%s)"
+
+
 def producer_rates(counts: list[int], seconds: float) -> None:
-    """Enqueue/s of N concurrent producers with the NOTIFY trigger on and off, and wake-up latency."""
+    """Enqueue/s of N concurrent producer processes by wake-up mode (trigger, after commit, waker thread,
+    none), and wake-up latency."""
+    import multiprocessing
     import threading
 
     import psycopg
 
     from common.broker import sql
+    from common.broker.waker import Waker
 
     url = PG + QUEUE_DB
     with psycopg.connect(url, autocommit=True) as db:
         queue_id = db.execute(sql.QUEUE_ID, {"name": QUEUE}).fetchone()[0]
 
-    def publish_statements(conn: psycopg.Connection, mode: str) -> Callable[[], None]:
+    def connect() -> psycopg.Connection:
+        return psycopg.connect(url, autocommit=True)
+
+    @contextlib.contextmanager
+    def publisher(conn: psycopg.Connection, mode: str, shared: Waker | None = None):
+        if mode in ("in transaction", "none"):
+            yield lambda: conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+            return
+        conn.execute(sql.SESSION_SETUP)  # the insert trigger leaves the wake-up to us
         if mode == "after commit":
-            conn.execute(sql.SESSION_SETUP)
 
             def publish() -> None:
                 conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
-                conn.execute(sql.WAKE, (queue_id,))
+                conn.execute(WAKE_AFTER_EACH_PUBLISH, (queue_id,))
 
-            return publish
-        return lambda: conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+            yield publish
+            return
+        waker = shared or Waker(connect)  # one per process, as in the transport
 
-    def run(n: int, mode: str) -> float:
-        done = [0] * n
-        stop = threading.Event()
-        start = threading.Barrier(n + 1)
+        def publish_and_mark() -> None:
+            conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+            waker.wake(queue_id)
 
-        def produce(i: int) -> None:
-            with psycopg.connect(url, autocommit=True) as conn:
-                publish = publish_statements(conn, mode)
-                start.wait()
-                while not stop.is_set():
-                    publish()
-                    done[i] += 1
+        try:
+            yield publish_and_mark
+        finally:
+            if waker is not shared:
+                waker.close()
 
-        threads = [threading.Thread(target=produce, args=(i,)) for i in range(n)]
-        for thread in threads:
-            thread.start()
+    # Producers are processes (forked: the closures above need no pickling), each with its own waker, or
+    # threads of this process sharing its waker (a threaded web or worker process).
+    context = multiprocessing.get_context("fork")
+
+    def produce(mode: str, done, index: int, start, stop, shared: Waker | None) -> None:
+        with connect() as conn, publisher(conn, mode, shared) as publish:
+            start.wait()
+            count = 0
+            while not stop.is_set():
+                publish()
+                count += 1
+            done[index] = count
+
+    def run(n: int, mode: str, seconds: float, layout: str) -> tuple[int, float]:
+        done = context.Array("q", n)
+        start, stop = context.Barrier(n + 1), context.Event()
+        if layout == "processes":
+            producers = [context.Process(target=produce, args=(mode, done, i, start, stop, None)) for i in range(n)]
+        else:
+            shared = Waker(connect)
+            producers = [threading.Thread(target=produce, args=(mode, done, i, start, stop, shared)) for i in range(n)]
+        for producer in producers:
+            producer.start()
         start.wait()
         began = time.perf_counter()
         time.sleep(seconds)
         stop.set()
-        for thread in threads:
-            thread.join()
-        with psycopg.connect(url, autocommit=True) as db:
+        elapsed = time.perf_counter() - began  # a publish under way when stop is set still counts: negligible
+        for producer in producers:
+            producer.join()
+            if getattr(producer, "exitcode", 0):
+                raise SystemExit(f"a producer process failed in mode {mode!r}")
+        if layout == "threads":
+            shared.close()
+        with connect() as db:
             db.execute("TRUNCATE kombu_message")
-        return sum(done) / (time.perf_counter() - began)
+        return sum(done), elapsed
 
     def set_trigger(enabled: bool) -> None:
-        with psycopg.connect(url, autocommit=True) as db:
+        with connect() as db:
             action = "ENABLE" if enabled else "DISABLE"
             db.execute(f"ALTER TABLE kombu_message {action} TRIGGER kombu_message_ready_insert")
 
     def wake_latency(mode: str, samples: int = 300) -> list[float]:
         latencies = []
-        with psycopg.connect(url, autocommit=True) as listener, psycopg.connect(url, autocommit=True) as producer:
-            publish = publish_statements(producer, mode)
+        with connect() as listener, connect() as producer, publisher(producer, mode) as publish:
             listener.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
             for _ in range(samples):
                 publish()
@@ -460,23 +498,32 @@ def producer_rates(counts: list[int], seconds: float) -> None:
                 time.sleep(0.005)
         return latencies
 
-    modes = ("in transaction", "after commit", "none")
-    print(f"enqueue/s by concurrent producers, {seconds:g} s each; wake-up NOTIFY in the transaction / after / none")
-    print(f"{'producers':>9} {modes[0]:>15} {modes[1]:>13} {modes[2]:>8} {'loss in tx':>11} {'loss after':>11}")
+    modes = ("in transaction", "after commit", "waker thread", "none")
+    rounds = 5  # the modes take turns, 1/rounds of --seconds each time, so a shared machine's load hits all alike
+    print(f"enqueue/s of concurrent producers, {seconds:g} s each in {rounds} turns, by wake-up NOTIFY: in the")
+    print("publishing transaction (insert trigger), after the commit by each publish, by the process's waker")
+    print("thread (common.broker.waker), none (trigger disabled); loss is against none. Producers are processes")
+    print("(one waker each) or threads of one process (sharing its waker).")
+    print(f"{'producers':>15} " + " ".join(f"{m:>14}" for m in modes) + "  loss: " + " / ".join(modes[:3]))
     try:
-        for n in counts:
-            rates = {}
-            for mode in modes:
-                set_trigger(mode != "none")
-                rates[mode] = run(n, mode)
-            set_trigger(True)
-            loss = {mode: 100 * (1 - rates[mode] / rates["none"]) for mode in modes}
-            print(
-                f"{n:>9} {rates[modes[0]]:>15.0f} {rates[modes[1]]:>13.0f} {rates['none']:>8.0f} "
-                f"{loss[modes[0]]:>10.1f}% {loss[modes[1]]:>10.1f}%  (goal: loss <= 10%)",
-                flush=True,
-            )
-        for mode in modes[:2]:
+        for layout in ("processes", "threads"):
+            for n in counts:
+                totals = {mode: [0, 0.0] for mode in modes}
+                for _ in range(rounds):
+                    for mode in modes:
+                        set_trigger(mode != "none")
+                        published, elapsed = run(n, mode, seconds / rounds, layout)
+                        totals[mode][0] += published
+                        totals[mode][1] += elapsed
+                set_trigger(True)
+                rates = {mode: published / elapsed for mode, (published, elapsed) in totals.items()}
+                loss = {mode: 100 * (1 - rates[mode] / rates["none"]) for mode in modes}
+                print(
+                    f"{f'{n} {layout}':>15} " + " ".join(f"{rates[m]:>14.0f}" for m in modes) + "  "
+                    + " / ".join(f"{loss[m]:.1f}%" for m in modes[:3]) + "  (goal: loss <= 10%)",
+                    flush=True,
+                )  # fmt: skip
+        for mode in modes[:3]:
             latencies = wake_latency(mode)
             print(
                 f"wake-up latency, NOTIFY {mode}: p50 {percentile(latencies, 0.5):.2f} ms, "
@@ -484,7 +531,7 @@ def producer_rates(counts: list[int], seconds: float) -> None:
             )
     finally:
         set_trigger(True)
-        with psycopg.connect(url, autocommit=True) as db:
+        with connect() as db:
             db.execute("TRUNCATE kombu_message")
 
 

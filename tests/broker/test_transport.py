@@ -6,6 +6,8 @@ import contextlib
 import datetime
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,8 +29,10 @@ from common.broker.services.inspection import queue_stats, stale_row_count
 from common.broker.services.transactional import enqueue_in_transaction
 from common.broker.tasks import cleanup_broker_messages_task
 from common.broker.transport import Transport, dispose_engines
+from common.broker.waker import MIN_GAP, waker_for
 from tests.broker.conftest import message_rows
 from tests.broker.tasks import record
+from tests.processes import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -496,3 +500,48 @@ def test_an_ack_that_fails_with_the_connection_is_retried_after_reconnecting_not
     assert message_rows() == 0
     assert channel.pending_acks() == []
     assert consume(conn, 1, timeout=1.5) == []  # the acked message is never delivered again
+
+
+def notifications(listener: psycopg.Connection, quiet: float = 0.5) -> list[str]:
+    """Payloads of the wake-ups `listener` receives until none came for `quiet` seconds."""
+    return [notify.payload for notify in listener.notifies(timeout=quiet)]
+
+
+def listening(broker_url: str) -> psycopg.Connection:
+    listener = psycopg.connect(broker_url.removeprefix("sqla+").replace("+psycopg", ""), autocommit=True)
+    listener.execute(f"LISTEN {transport.sql.NOTIFY_CHANNEL}")
+    return listener
+
+
+def test_a_burst_of_publishes_is_woken_by_few_notifies_sent_after_the_last_commit(connect, broker_url):
+    conn = connect()
+    publish(conn, {"n": -1})  # declares the queue
+    with listening(broker_url) as listener:
+        notifications(listener)
+        started = time.monotonic()
+        publish(conn, *({"n": n} for n in range(200)))
+        assert waker_for(conn.default_channel._url, lambda: None).flush(timeout=5)
+        sending = time.monotonic() - started
+        woken = notifications(listener)
+    # The producer's waker thread coalesced the burst's wake-ups: one NOTIFY at most per MIN_GAP, where one
+    # per publish would be 200; and the last one was sent after the last commit, so the burst is visible.
+    assert 1 <= len(woken) <= min(150, sending / MIN_GAP + 1) and len(set(woken)) == 1
+    assert message_rows() == 201
+
+
+def test_a_process_that_publishes_and_exits_at_once_still_wakes_consumers(connect, broker_url):
+    script = (
+        "import sys; from kombu import Connection, Exchange, Producer, Queue\n"
+        "from common.broker.transport import Transport\n"
+        "conn = Connection(sys.argv[1]); conn.transport_cls = Transport\n"
+        "queue = Queue('brokertest', Exchange('brokertest', type='direct'), routing_key='brokertest')\n"
+        "Producer(conn.default_channel).publish({'n': 1}, exchange=queue.exchange, routing_key='brokertest',"
+        " declare=[queue])\n"
+    )
+    publish(connect(), {"n": 0})  # declares the queue
+    with listening(broker_url) as listener:
+        notifications(listener)
+        subprocess.run([sys.executable, "-c", script, broker_url], cwd=PROJECT_DIR, check=True, timeout=60)
+        # Its waker thread is a daemon: the wake-up is flushed at exit, not lost with the thread.
+        assert len(notifications(listener, quiet=1)) == 1
+    assert message_rows() == 2
