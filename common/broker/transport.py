@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime
-import functools
 import logging
 import os
 import select
@@ -45,7 +44,7 @@ from sqlalchemy.orm import sessionmaker
 
 from common.broker import sql
 from common.broker.options import TransportOptions
-from common.broker.waker import close_wakers, waker_for
+from common.broker.waker import process_waker
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +83,6 @@ def engine_for(url: str, engine_options: dict) -> Engine:
 
 def dispose_engines(*, url: str | None = None) -> None:
     """Close the pooled connections this process opened (to `url`, or all), e.g. before dropping the database."""
-    close_wakers(url=url)
     pid = os.getpid()
     with _engines_lock:
         for (owner, engine_url), engine in list(_engines.items()):
@@ -304,8 +302,13 @@ class Channel(stock.Channel):
 
     def _wake_consumers(self, queue_id: int) -> None:
         """Have this process's waker thread notify consumers of a committed publish (the producer never waits)."""
-        connect = functools.partial(_waker_connection, self._url, self.options.engine_options)
-        waker_for(self._url, connect).wake(queue_id)
+        process_waker().wake(queue_id, self._send_wake)
+
+    def _send_wake(self, queue_ids: list[int]) -> None:
+        """The waker thread's NOTIFYs, on this channel's connection (under its lock, so it adds no connection)."""
+        if self.closed or os.getpid() != self._pid:
+            raise psycopg.InterfaceError("the publishing channel is closed")  # consumers poll for it instead
+        self._run(sql.WAKE_QUEUES, (queue_ids,))
 
     # --- consume -------------------------------------------------------------------
     def _get(self, queue: str) -> dict:
@@ -429,6 +432,9 @@ class Channel(stock.Channel):
             self.closed = True
             return
         was_closed = self.closed
+        if not was_closed:
+            # The waker may be about to send this channel's last wake-ups on its connection.
+            process_waker().flush(timeout=2.0)
         super().close()  # cancels consumers (restoring their buffers) and restores unacked rows
         if not was_closed:
             for queue in list(self._buffers):
@@ -473,15 +479,6 @@ def _rescue_pass(channel: Channel, options: TransportOptions) -> tuple[int, floa
     if marks:
         _announce_cancelled(set(marks))
     return ready, None if next_due is None else float(next_due)
-
-
-def _waker_connection(url: str, engine_options: dict) -> psycopg.Connection:
-    """An autocommit connection for the waker thread, outside the pool (long-lived, like the LISTEN one)."""
-    fairy = engine_for(url, engine_options).raw_connection()
-    connection = _driver_connection(fairy)
-    fairy.detach()
-    connection.autocommit = True
-    return connection
 
 
 # Inside Transport's body the name Channel is its class attribute, not a type.

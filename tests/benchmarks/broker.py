@@ -431,21 +431,25 @@ def producer_rates(counts: list[int], seconds: float) -> None:
 
             yield publish
             return
-        waker = shared or Waker(connect)  # one per process, as in the transport
+        waker = shared or Waker()  # one per process, as in the transport
+        lock = threading.Lock()  # as a channel's: the waker sends on the connection of the latest publisher
+
+        def send(queues: list[int]) -> None:
+            with lock:
+                conn.execute(sql.WAKE_QUEUES, (queues,))
 
         def publish_and_mark() -> None:
-            conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
-            waker.wake(queue_id)
+            with lock:
+                conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+            waker.wake(queue_id, send)
 
-        try:
-            yield publish_and_mark
-        finally:
-            if waker is not shared:
-                waker.close()
+        yield publish_and_mark
+        waker.flush(timeout=5)
 
     # Producers are processes (forked: the closures above need no pickling), each with its own waker, or
     # threads of this process sharing its waker (a threaded web or worker process).
     context = multiprocessing.get_context("fork")
+    shared = Waker()
 
     def produce(mode: str, done, index: int, start, stop, shared: Waker | None) -> None:
         with connect() as conn, publisher(conn, mode, shared) as publish:
@@ -462,7 +466,6 @@ def producer_rates(counts: list[int], seconds: float) -> None:
         if layout == "processes":
             producers = [context.Process(target=produce, args=(mode, done, i, start, stop, None)) for i in range(n)]
         else:
-            shared = Waker(connect)
             producers = [threading.Thread(target=produce, args=(mode, done, i, start, stop, shared)) for i in range(n)]
         for producer in producers:
             producer.start()
@@ -475,8 +478,6 @@ def producer_rates(counts: list[int], seconds: float) -> None:
             producer.join()
             if getattr(producer, "exitcode", 0):
                 raise SystemExit(f"a producer process failed in mode {mode!r}")
-        if layout == "threads":
-            shared.close()
         with connect() as db:
             db.execute("TRUNCATE kombu_message")
         return sum(done), elapsed

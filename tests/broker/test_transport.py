@@ -29,7 +29,7 @@ from common.broker.services.inspection import queue_stats, stale_row_count
 from common.broker.services.transactional import enqueue_in_transaction
 from common.broker.tasks import cleanup_broker_messages_task
 from common.broker.transport import Transport, dispose_engines
-from common.broker.waker import MIN_GAP, waker_for
+from common.broker.waker import MIN_GAP, process_waker
 from tests.broker.conftest import message_rows
 from tests.broker.tasks import record
 from tests.processes import PROJECT_DIR
@@ -520,7 +520,7 @@ def test_a_burst_of_publishes_is_woken_by_few_notifies_sent_after_the_last_commi
         notifications(listener)
         started = time.monotonic()
         publish(conn, *({"n": n} for n in range(200)))
-        assert waker_for(conn.default_channel._url, lambda: None).flush(timeout=5)
+        assert process_waker().flush(timeout=5)
         sending = time.monotonic() - started
         woken = notifications(listener)
     # The producer's waker thread coalesced the burst's wake-ups: one NOTIFY at most per MIN_GAP, where one
@@ -545,3 +545,13 @@ def test_a_process_that_publishes_and_exits_at_once_still_wakes_consumers(connec
         # Its waker thread is a daemon: the wake-up is flushed at exit, not lost with the thread.
         assert len(notifications(listener, quiet=1)) == 1
     assert message_rows() == 2
+
+
+def test_a_publish_on_a_connection_released_at_once_still_wakes_consumers(broker_url, clean_broker):
+    with listening(broker_url) as listener:
+        conn = Connection(broker_url, transport_options={})
+        conn.transport_cls = Transport
+        publish(conn, {"n": 1})
+        conn.release()  # closes the channel whose connection the waker sends on: it sends first
+        assert len(notifications(listener, quiet=1)) == 1
+    assert message_rows() == 1
