@@ -6,7 +6,10 @@ import sys
 import configurations
 from celery import Celery
 from celery.signals import task_postrun, task_prerun
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from common.monitoring.celery_logging import StructlogWorkerStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "boot.settings")
 # Remembered so boot.wsgi can refuse to serve a configuration nobody chose.
@@ -26,6 +29,11 @@ except ImproperlyConfigured as exc:
 app = Celery("doorito")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+if settings.DJANGO_STRUCTLOG_CELERY_ENABLED:
+    # django-structlog's worker half: binds the sender's context (request_id, parent task) in each task
+    # and logs task_started/task_succeeded/task_failed. Its publishing half is connected by its app.
+    app.steps["worker"].add(StructlogWorkerStep)
 
 # The smoke task, importable as the Redis runtime documents it: `from boot.celery import heartbeat`.
 from common.monitoring.tasks import heartbeat  # noqa: E402 - registers on the app created just above

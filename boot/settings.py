@@ -51,6 +51,7 @@ class Base(Configuration):
         "django.contrib.staticfiles",
         "django_celery_results",
         "django_celery_beat",
+        "django_structlog",
         "common.outbox",
         "common.broker",
         "common.monitoring",
@@ -64,6 +65,9 @@ class Base(Configuration):
         "django.middleware.common.CommonMiddleware",
         "django.middleware.csrf.CsrfViewMiddleware",
         "django.contrib.auth.middleware.AuthenticationMiddleware",
+        # After authentication, so web logs carry user_id as well as request_id.
+        "django_structlog.middlewares.RequestMiddleware",
+        "common.monitoring.request_id.RequestIdHeaderMiddleware",
         "django.contrib.messages.middleware.MessageMiddleware",
         "django.middleware.clickjacking.XFrameOptionsMiddleware",
         "csp.middleware.CSPMiddleware",
@@ -256,13 +260,12 @@ class Base(Configuration):
     # Bearer token Prometheus sends to GET /metrics; unset means the endpoint is disabled (404).
     METRICS_TOKEN = setting(Env, None)
 
-    LOGGING = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-        "root": {"handlers": ["console"], "level": "INFO"},
-    }
+    # django-structlog: task logs carry the request id of the web request (or task) that sent them, and
+    # its task_started/task_succeeded/task_failed events; the worker needs its boot step (boot/celery.py).
+    DJANGO_STRUCTLOG_CELERY_ENABLED = setting(EnvBool, True)
+    # Log a web request under the X-Request-ID it arrived with (e.g. from the proxy), not a new one.
+    DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = setting(EnvBool, True)
+    # LOGGING is built from LOG_FORMAT by common.monitoring.conf (common.monitoring.structured_logging).
 
     @classmethod
     def setup(cls) -> None:

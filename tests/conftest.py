@@ -103,9 +103,10 @@ def start_worker(start_process, clean_broker):
 def start_beat(start_process, clean_broker):
     """Factory: start `celery -A boot beat` with the DatabaseScheduler."""
 
-    def start(*extra: str, **env: str) -> ManagedProcess:
+    def start(*extra: str, quiet: bool = False, **env: str) -> ManagedProcess:
         name = f"beat{next(_names)}"
         args = celery_command(
+            *(["--quiet"] if quiet else []),  # no start-up banner, which Celery prints outside logging
             "beat",
             "--scheduler",
             "django_celery_beat.schedulers:DatabaseScheduler",

@@ -123,5 +123,12 @@ def gunicorn_command(*args: str, app: str = "boot.wsgi") -> list[str]:
     return [str(BIN_DIR / "gunicorn"), app, "--no-control-socket", *args]
 
 
+def procfile_command(process: str, *extra: str) -> list[str]:
+    """The Procfile's command for `process` as deployed, minus its leading VAR=value (tests keep theirs)."""
+    line = next(line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line.startswith(f"{process}:"))
+    command = re.sub(r"^(\w+=\S+\s+)*", "", line.removeprefix(f"{process}:").strip())
+    return ["bash", "-c", " ".join(["exec", command, *extra])]
+
+
 def celery_command(*args: str) -> list[str]:
     return [str(BIN_DIR / "celery"), "-A", "boot", *args]

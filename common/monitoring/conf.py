@@ -7,23 +7,22 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from common.app_conf import add_beat_entries, route_tasks
+from common.monitoring.structured_logging import check_log_format, logging_config
 
 TASK_QUEUES = {"celery.backend_cleanup": "default", "common.tasks.heartbeat": "default"}
 
 
 def configure(config: Any) -> None:
-    """Refuse an unknown log format or a too-short takeover; pick the log formatter; schedule result cleanup."""
-    if config.LOG_FORMAT not in ("text", "json"):
-        raise ImproperlyConfigured(f'LOG_FORMAT: must be "text" or "json", got {config.LOG_FORMAT!r}')
+    """Refuse an unknown log format or a too-short takeover; log through structlog; schedule result cleanup."""
+    try:
+        check_log_format(config.LOG_FORMAT)
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
     if config.BEAT_TAKEOVER_TIMEOUT < 3:
         raise ImproperlyConfigured(
             f"BEAT_TAKEOVER_TIMEOUT: must be at least 3 seconds, got {config.BEAT_TAKEOVER_TIMEOUT}"
         )
-    if config.LOG_FORMAT == "json":
-        config.LOGGING = {
-            **config.LOGGING,
-            "formatters": {"plain": {"()": "common.monitoring.json_log_formatter.JsonLogFormatter"}},
-        }
+    config.LOGGING = logging_config(config.LOG_FORMAT)
     route_tasks(config, queues=TASK_QUEUES)
     add_beat_entries(
         config,

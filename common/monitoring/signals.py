@@ -7,19 +7,16 @@ import os
 from typing import Any
 
 from celery import Celery, signals
-from django.conf import settings
 from django.db import close_old_connections
 
 from common.monitoring import task_logging  # noqa: F401 - connects the task log receivers
+from common.monitoring.celery_logging import configure_celery_logging
 from common.monitoring.services.queue_coverage import unconsumed_queues
 from common.monitoring.services.schedule_guard import install_schedule_guard
 
-if settings.LOG_FORMAT == "json":
-    from common.monitoring.json_logging import configure_json_logging
-
-    # Warnings (e.g. Celery's SecurityWarning) become log records, hence JSON too.
-    logging.captureWarnings(True)
-    signals.setup_logging.connect(configure_json_logging, weak=False)
+# Warnings (e.g. Celery's SecurityWarning) become log records, rendered in LOG_FORMAT too.
+logging.captureWarnings(True)
+signals.setup_logging.connect(configure_celery_logging, weak=False)
 
 logger = logging.getLogger(__name__)
 

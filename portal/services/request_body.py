@@ -25,13 +25,23 @@ class ClientGone(Exception):
 
 
 class ClientStream:
-    """The request body, read-only; a failed read becomes ClientGone, so an OSError elsewhere is the server's."""
+    """The request body, read-only; a failed read becomes ClientGone, so an OSError elsewhere is the server's.
 
-    def __init__(self, stream: ByteSource) -> None:
+    With a declared `length`, an end of the body before that many bytes is ClientGone too: WSGI servers report a
+    client that stopped short (half-closed or hung up) as a quiet end of input, which would pass for a whole body.
+    """
+
+    def __init__(self, stream: ByteSource, *, length: int | None = None) -> None:
         self._stream = stream
+        self._length = length
+        self.received = 0
 
     def read(self, size: int = -1) -> bytes:
         try:
-            return self._stream.read(size)
+            data = self._stream.read(size)
         except _CLIENT_READ_ERRORS as exc:
             raise ClientGone(str(exc) or type(exc).__name__) from exc
+        self.received += len(data)
+        if not data and size != 0 and self._length is not None and self.received < self._length:
+            raise ClientGone(f"the body ended after {self.received} of {self._length} bytes")
+        return data

@@ -15,16 +15,18 @@ from typing import IO, Any, cast
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
+from django.http import QueryDict
 from django.http.multipartparser import MultiPartParser, MultiPartParserError
 from django.utils import timezone
+from django.utils.datastructures import MultiValueDict
 
 from portal.models import UploadFile
 from portal.services.content_types import SNIFF_BYTES, check_content_type, sniff_content_type
 from portal.services.errors import UploadRejected
 from portal.services.filenames import validate_display_filename
+from portal.services.multipart import read_form
 from portal.services.removal import staging_path
 from portal.services.request_body import ByteSource, ClientGone, ClientStream
 from portal.services.staged_uploads import (
@@ -41,15 +43,11 @@ FILE_FIELD = "file"
 ENVELOPE_BYTES = 1024 * 1024
 
 
-class _StreamingParser(MultiPartParser):
-    """Django's multipart parser, but names are judged before Django strips their paths silently."""
-
-    def sanitize_file_name(self, file_name: str) -> str:
-        return validate_display_filename(raw=file_name)
-
-
 class _StagingHandler(FileUploadHandler):
-    """Writes the one `file` part to staging, hashing, counting and sniffing each chunk as it arrives."""
+    """Writes the one `file` part to staging, hashing, counting and sniffing each chunk as it arrives.
+
+    It reads the body itself (portal.services.multipart), for part headers Django's parser cannot report well.
+    """
 
     def __init__(self, *, owner: User, now: datetime) -> None:
         super().__init__()
@@ -62,6 +60,18 @@ class _StagingHandler(FileUploadHandler):
         self._digest = hashlib.sha256()
         self._head = b""
         self._out: IO[bytes] | None = None
+
+    def handle_raw_input(
+        self,
+        input_data: Any,
+        META: dict[str, str],
+        content_length: int,
+        boundary: str | bytes,  # bytes from MultiPartParser, str in django-stubs
+        encoding: str | None = None,
+    ) -> tuple[QueryDict, MultiValueDict[str, UploadedFile]]:
+        # Django's hook for a handler that reads the whole body itself; MultiPartParser has checked the boundary.
+        separator = boundary if isinstance(boundary, bytes) else boundary.encode("ascii")
+        return read_form(stream=input_data, boundary=separator, chunk_size=self.chunk_size, handler=self)
 
     def new_file(
         self,
@@ -76,7 +86,8 @@ class _StagingHandler(FileUploadHandler):
             raise UploadRejected("unexpected_file_field", f"Send the file in the form field {FILE_FIELD!r}.")
         if self.upload is not None:
             raise UploadRejected("too_many_files", "Send one file per request.")
-        self.upload = begin_upload(owner=self.owner, original_filename=file_name, now=self.now)
+        name = validate_display_filename(raw=file_name)
+        self.upload = begin_upload(owner=self.owner, original_filename=name, now=self.now)
         path = staging_path(upload_id=self.upload.id)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._out = open(path, "xb")  # noqa: SIM115 - closed in file_complete or close()
@@ -144,8 +155,9 @@ def receive_upload(
     now = now or timezone.now()
     if not meta.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
         raise UploadRejected("not_multipart", "Send the file as multipart/form-data.", status=415)
-    declared = meta.get("CONTENT_LENGTH") or ""
-    if declared.isdigit() and int(declared) > settings.FILE_UPLOAD_MAX_SIZE + ENVELOPE_BYTES:
+    raw_length = meta.get("CONTENT_LENGTH") or ""
+    declared = int(raw_length) if raw_length.isdigit() else None
+    if declared is not None and declared > settings.FILE_UPLOAD_MAX_SIZE + ENVELOPE_BYTES:
         # Only a fast path: the real limit is counted on the bytes received.
         raise UploadRejected("file_too_large", f"The file exceeds {settings.FILE_UPLOAD_MAX_SIZE} bytes.", status=413)
     # Query parameters are checked before any byte is read; form fields after.
@@ -154,18 +166,17 @@ def receive_upload(
 
     handler = _StagingHandler(owner=owner, now=now)
     parser_meta = dict(meta)
-    if not declared.isdigit():
+    if declared is None:
         # A chunked body has no Content-Length; Django's parser would see an empty body without one.
         parser_meta["CONTENT_LENGTH"] = str(settings.FILE_UPLOAD_MAX_SIZE + ENVELOPE_BYTES)
     try:
         try:
-            # Django's parser only calls read() (through ChunkIter); its stub asks for the whole file protocol.
-            body = cast(Any, ClientStream(stream))
-            fields, files = _StreamingParser(parser_meta, body, [handler]).parse()
+            # The body is only read() (through Django's ChunkIter); the parser's stub asks for the whole file protocol.
+            # The declared length is counted: a body that ends short of it is incomplete, however whole it looks.
+            body = cast(Any, ClientStream(stream, length=declared))
+            fields, files = MultiPartParser(parser_meta, body, [handler]).parse()
         except MultiPartParserError as exc:
             raise UploadRejected("malformed_multipart", f"The multipart body is malformed: {exc}") from None
-        except (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent) as exc:
-            raise UploadRejected("too_many_fields", str(exc), status=413) from None
         except ClientGone as exc:
             raise UploadRejected("incomplete_body", f"The request body ended early: {exc}") from None
         except OSError as exc:  # reads are ClientGone, so this is staging: mkdir, open, write, close

@@ -15,7 +15,13 @@ from tests.processes import PROJECT_DIR
 DOC = PROJECT_DIR / "docs" / "configuration.md"
 ROW = re.compile(r"^\| `([A-Z][A-Z0-9_]*)` \| .*? \| `([^`]*)` \|", re.MULTILINE)
 # A variable sets the setting of the same name, except these (Django's own keep their DJANGO_ prefix).
-SETTING_OF = {"DATABASE_URL": "DATABASES", "CELERY_DEFAULT_QUEUE": "CELERY_TASK_DEFAULT_QUEUE"}
+SETTING_OF = {
+    "DATABASE_URL": "DATABASES",
+    "CELERY_DEFAULT_QUEUE": "CELERY_TASK_DEFAULT_QUEUE",
+    # django-structlog's own setting names, which start with DJANGO_.
+    "DJANGO_STRUCTLOG_CELERY_ENABLED": "DJANGO_STRUCTLOG_CELERY_ENABLED",
+    "DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID": "DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID",
+}
 
 
 def documented() -> list[tuple[str, str]]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import requests
 
-from tests.processes import PROJECT_DIR, free_port, gunicorn_command, wait_until
+from tests.processes import free_port, gunicorn_command, procfile_command, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +23,10 @@ def _answers(port: int):
 def test_procfile_web_and_the_tests_gunicorn_leave_no_control_socket(start_process, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    web_line = next(line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    web_command = re.sub(r"^(\w+=\S+\s+)*", "", web_line.removeprefix("web:").strip())
     procfile_port, helper_port = free_port(), free_port()
     start_process(
         "procfile-web",
-        ["bash", "-c", f"exec {web_command}"],
+        procfile_command("web"),
         PORT=str(procfile_port),
         WEB_CONCURRENCY="1",
         HOME=str(home),

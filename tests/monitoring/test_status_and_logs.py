@@ -8,13 +8,16 @@ import re
 
 import pytest
 import requests
+import structlog
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.test import Client
 from django_celery_results.models import TaskResult
 
 from boot.celery import app as celery_app
 from common.monitoring.models import WorkerHeartbeat
-from tests.processes import PROJECT_DIR, celery_command, free_port, wait_until
+from tests.processes import celery_command, free_port, procfile_command, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -89,8 +92,11 @@ def test_json_log_format_logs_every_task_event_as_one_object_per_line(start_proc
     )
     worker = start_process("jsonworker", args, LOG_FORMAT="json")
     worker.wait_for_output(r"ready\.", timeout=60)
+    # As a web request would: django-structlog hands the sender's request id on to the task's logs.
+    with structlog.contextvars.bound_contextvars(request_id="req-sent-from-web"):
+        heartbeat_id = celery_app.send_task("common.tasks.heartbeat", queue="default").id
     sent = {
-        "succeeded": celery_app.send_task("common.tasks.heartbeat", queue="default").id,
+        "succeeded": heartbeat_id,
         "failed": celery_app.send_task("ops_sample.fail", queue="default").id,
         "retried": celery_app.send_task("ops_sample.retry_once", queue="default").id,
     }
@@ -116,15 +122,20 @@ def test_json_log_format_logs_every_task_event_as_one_object_per_line(start_proc
     assert "TimeLimitExceeded" in killed["error"]
     assert killed["queue"] == "default" and killed["runtime"] == 1.0
 
+    # The task's context is bound: what the task itself logs, and what is logged after its outcome, carry it.
+    (own_line,) = [r for r in records if r["event"] == "celery.heartbeat"]
+    assert own_line["task_name"] == "common.tasks.heartbeat" and own_line["queue"] == "default"
+    assert own_line["task_id"] == heartbeat_id and own_line["request_id"] == "req-sent-from-web"
+    (after,) = [r for r in records if r["event"] == "task_succeeded" and r.get("task_id") == heartbeat_id]
+    assert after["outcome"] == "succeeded" and isinstance(after["runtime"], float)
+    assert after["task_name"] == "common.tasks.heartbeat" and after["request_id"] == "req-sent-from-web"
+    # The next task run by the same child starts with nothing of the previous one bound.
+    assert all(r.get("request_id") is None for r in records if r.get("task_id") in set(sent.values()) - {heartbeat_id})
 
-def test_json_log_format_makes_every_line_of_the_procfile_web_process_json(start_process):
-    web_line = next(line for line in (PROJECT_DIR / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    # The Procfile's command as deployed, minus its leading VAR=value (the test keeps the Test configuration).
-    web_command = re.sub(r"^(\w+=\S+\s+)*", "", web_line.removeprefix("web:").strip())
+
+def test_json_log_format_makes_every_line_of_the_procfile_web_process_json(start_process, transactional_db):
     port = free_port()
-    web = start_process(
-        "jsonweb", ["bash", "-c", f"exec {web_command}"], PORT=str(port), WEB_CONCURRENCY="1", LOG_FORMAT="json"
-    )
+    web = start_process("jsonweb", procfile_command("web"), PORT=str(port), WEB_CONCURRENCY="1", LOG_FORMAT="json")
     web.wait_for_output("Booting worker", timeout=60)
 
     def answers():
@@ -135,7 +146,19 @@ def test_json_log_format_makes_every_line_of_the_procfile_web_process_json(start
 
     assert wait_until(answers, 30, "gunicorn to answer").status_code == 200
     assert requests.get(f"http://127.0.0.1:{port}/no-such-page", timeout=5).status_code == 404
+    # A signed-in user's request, with the id the proxy gave it.
+    user = User.objects.create_user("logged", password="pw")
+    browser = Client()
+    browser.force_login(user)
+    signed_in = requests.get(
+        f"http://127.0.0.1:{port}/healthz",
+        cookies={settings.SESSION_COOKIE_NAME: browser.cookies[settings.SESSION_COOKIE_NAME].value},
+        headers={"X-Request-ID": "req-from-proxy"},
+        timeout=5,
+    )
+    assert signed_in.headers["X-Request-ID"] == "req-from-proxy"
     web.wait_for_output("/no-such-page", timeout=10)
+    web.wait_for_output('"request_id": "req-from-proxy"', timeout=10, count=3)
     web.stop()
 
     records = [json.loads(line) for line in web.output().splitlines() if line.strip()]  # each line is JSON
@@ -144,9 +167,44 @@ def test_json_log_format_makes_every_line_of_the_procfile_web_process_json(start
     requests_seen = {(r["path"], r["status"]) for r in records if r.get("event") == "http.request"}
     assert {("/healthz", 200), ("/no-such-page", 404)} <= requests_seen
 
+    # Every line web logs about a request carries its request id; Django's carry the user too.
+    in_request = [r for r in records if r["logger"].startswith(("django", "gunicorn.access"))]
+    assert in_request and all(r["request_id"] for r in in_request), in_request
+    assert all("user_id" in r for r in in_request if r["logger"].startswith("django_structlog"))
+    traced = {(r["logger"], r["event"]): r for r in records if r.get("request_id") == "req-from-proxy"}
+    assert {"request_started", "request_finished", "http.request"} == {event for _, event in traced}
+    assert traced[("django_structlog.middlewares.request", "request_finished")]["user_id"] == user.pk
+
 
 def test_text_log_format_is_the_default_and_human_readable(start_worker):
     worker = start_worker(queues="default", concurrency=1)
     result = celery_app.send_task("common.tasks.heartbeat", queue="default")
     worker.wait_for_output(rf"task succeeded: common\.tasks\.heartbeat\[{result.id}\] queue=default runtime=")
-    assert '{"ts"' not in worker.output()
+    assert not [line for line in worker.output().splitlines() if line.startswith("{")]  # no JSON line
+    # The task's own line: its message, then the bound context as key=value.
+    own_line = worker.wait_for_output(r"celery\.heartbeat .*task_name=common\.tasks\.heartbeat")
+    assert re.search(rf"\] celery\.heartbeat +\[common\.monitoring\.tasks\] .*task_id={result.id}", own_line)
+
+
+def test_json_log_format_makes_every_line_of_the_procfile_beat_json(start_process, clean_broker):
+    beat = start_process("jsonbeat", procfile_command("beat", "--max-interval", "1"), LOG_FORMAT="json", **FAST)
+    beat.wait_for_output(r"beat\.leadership_acquired", timeout=30)
+    beat.stop()
+    records = [json.loads(line) for line in beat.output().splitlines() if line.strip()]  # each line is JSON
+    assert {"celery.beat", "common.monitoring.services.beat_leadership"} <= {r["logger"] for r in records}
+    assert all(r["timestamp"] and r["level"] and r["event"] for r in records)
+
+
+def test_structlog_celery_switch_off_leaves_task_logs_without_the_senders_context(start_worker):
+    worker = start_worker(queues="default", concurrency=1, LOG_FORMAT="json", DJANGO_STRUCTLOG_CELERY_ENABLED="false")
+    with structlog.contextvars.bound_contextvars(request_id="req-sent-from-web"):
+        result = celery_app.send_task("common.tasks.heartbeat", queue="default")
+    worker.wait_for_output(r'"event": "task\.succeeded"', timeout=30)
+    worker.stop()
+    records = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    task_lines = [r for r in records if r.get("task_id") == result.id]
+    # Doorito's own task context is still bound; django-structlog's events and handed-on context are not there.
+    assert {r["event"] for r in task_lines} >= {"task.started", "celery.heartbeat", "task.succeeded"}
+    assert all(r["task_name"] == "common.tasks.heartbeat" and r["queue"] == "default" for r in task_lines)
+    assert not [r for r in records if r["logger"].startswith("django_structlog")]
+    assert not [r for r in task_lines if "request_id" in r]

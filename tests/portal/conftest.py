@@ -1,7 +1,8 @@
-"""Portal fixtures: a private media root and users with API tokens."""
+"""Portal fixtures: a private media root, a module server's emptied media, and users with API tokens."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,6 +27,14 @@ def media_root(tmp_path, settings):
         },
     }
     return root
+
+
+@pytest.fixture
+def empty_media(server):
+    """After each test, the module's shared server media (`server` is `(base, media)`) is emptied, as rows are."""
+    yield
+    for path in server[1].iterdir():
+        shutil.rmtree(path)
 
 
 def files_on_disk(root: Path) -> list[Path]:

@@ -187,6 +187,15 @@ def test_malformed_ids_and_unknown_api_paths_get_json_404s(client, make_user, me
         ("\u200bsecret.txt", "filename_control_character"),  # zero-width space
         ("line\u2028break.txt", "filename_control_character"),
         ("C:evil.txt", "filename_path_traversal"),  # drive-relative on Windows
+        # Look-alikes a client may fold into a path: NFKC makes fullwidth dots and slashes, U+2024 and U+FE52 plain
+        ("\uff0e\uff0e\uff0fsecret.txt", "filename_path_traversal"),
+        ("\uff3c\uff3cserver\uff3cshare.txt", "filename_path_traversal"),
+        ("\u2024\u2024", "filename_path_traversal"),
+        ("\ufe52\ufe52", "filename_path_traversal"),
+        # DIVISION SLASH and FRACTION SLASH have no NFKC form, but read as "/" and are folded to it by clients.
+        ("etc\u2215passwd", "filename_path_traversal"),
+        ("etc\u2044passwd", "filename_path_traversal"),
+        ("report\uff0etxt", None),  # one fullwidth dot folds to a plain name: kept as sent
         ("1:1 notes.txt", None),
         # A Persian word spelt with ZERO WIDTH NON-JOINER, as ordinary Persian text is.
         ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645.txt", None),
@@ -200,6 +209,64 @@ def test_display_names_hidden_characters_rejected_legitimate_ones_kept(client, m
         assert response.status_code == 201 and response.json()["name"] == name, response.content
     else:
         assert response.status_code == 400 and response.json()["error"]["code"] == code, response.content
+        assert UploadFile.objects.count() == 0 and files_on_disk(media_root) == []
+
+
+def multipart(*parts: tuple[bytes, bytes]) -> bytes:
+    """A multipart body of (part headers, content) pairs, with the boundary `b`."""
+    return b"".join(b"--b\r\n" + head + b"\r\n\r\n" + content + b"\r\n" for head, content in parts) + b"--b--\r\n"
+
+
+def file_part(disposition: bytes, content: bytes = b"hello\n") -> tuple[bytes, bytes]:
+    return b'Content-Disposition: form-data; name="file"; ' + disposition, content
+
+
+@pytest.mark.parametrize(
+    ("parts", "status", "code"),
+    [
+        # RFC 2231 lets a client percent-encode the name: 255 four-byte characters are 3 KiB of headers.
+        ([file_part(b"filename*=UTF-8''" + b"%F0%9F%98%80" * 251 + b".txt")], 201, None),
+        ([file_part(b'filename="a.txt"\r\nX-Padding: ' + b"p" * 6000)], 400, "filename_too_long"),
+        (
+            [(b'Content-Disposition: form-data; name="note"\r\nX-Padding: ' + b"p" * 6000, b"x")],
+            400,
+            "malformed_multipart",
+        ),
+        (
+            [file_part(b'filename="a.txt"\r\nContent-Transfer-Encoding: base64', b"aGVsbG8K")],
+            400,
+            "malformed_multipart",
+        ),
+        (
+            [(b'Content-Disposition: form-data; name="n\xe9"', b"x"), file_part(b'filename="a.txt"')],
+            400,
+            "malformed_multipart",
+        ),
+        (
+            [(b'Content-Disposition: form-data; name="f"', b"x")] * 3 + [file_part(b'filename="a.txt"')],
+            413,
+            "too_many_fields",
+        ),
+        (
+            [(b'Content-Disposition: form-data; name="f"', b"x" * 200), file_part(b'filename="a.txt"')],
+            413,
+            "too_many_fields",
+        ),
+    ],
+)
+def test_part_headers_and_fields_are_read_with_our_limits(client, make_user, media_root, settings, parts, status, code):
+    """Our multipart reader: percent-encoded names, over-long headers, refused transfer encodings, field limits."""
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 2
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    _, token = make_user("alice")
+    response = client.post(
+        "/api/files", data=multipart(*parts), content_type="multipart/form-data; boundary=b", **auth(token)
+    )
+    assert response.status_code == status, response.content
+    if code is None:
+        assert response.json()["name"] == "\U0001f600" * 251 + ".txt"
+    else:
+        assert response.json()["error"]["code"] == code
         assert UploadFile.objects.count() == 0 and files_on_disk(media_root) == []
 
 

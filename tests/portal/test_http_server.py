@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import socket
 import uuid
 from urllib.parse import urlsplit
@@ -15,7 +14,7 @@ from portal.models import UploadFile
 from tests.portal.conftest import events, files_on_disk
 from tests.portal.server import start_gunicorn
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_media")]
 
 LIMIT = 1024 * 1024
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -39,14 +38,6 @@ def server(test_database_url, tmp_path_factory):
     )
     yield base, media
     proc.stop()
-
-
-@pytest.fixture(autouse=True)
-def empty_media(server):
-    """Rows are flushed between tests; the shared media directory is emptied the same way."""
-    yield
-    for path in server[1].iterdir():
-        shutil.rmtree(path)
 
 
 def part_head(filename: bytes | None, field: str = "file") -> bytes:
@@ -111,6 +102,12 @@ def error_code(response, status):
         (b"a\x00.txt", b"x", "filename_nul_byte"),
         (b"a\x07.txt", b"x", "filename_control_character"),
         (b"n" * 252 + b".txt", b"x", "filename_too_long"),
+        # Past Django's 1 KiB of part headers, once answered malformed_multipart.
+        (b"n" * 946 + b".txt", b"x", "filename_too_long"),
+        (b"n" * 1996 + b".txt", b"x", "filename_too_long"),
+        (b"caf\xe9.txt", b"x", "filename_not_utf8"),  # Latin-1, once answered missing_file
+        # Look-alikes that a client folding names (NFKC, or slash look-alikes to "/") turns into a path.
+        ("\uff0e\uff0e\uff0fetc\uff0fpasswd".encode(), b"x", "filename_path_traversal"),
         (b"empty.txt", b"", "empty_file"),
         (b"report.pdf", GZIP, "type_not_allowed"),
         (b"image.png", PDF, "type_mismatch"),
@@ -123,6 +120,16 @@ def test_bad_file_parts_are_refused_and_nothing_is_kept(server, make_user, filen
     status = 415 if code.startswith("type_") else 400
     assert error_code(post(base, token, body(filename, data)), status) == code
     assert_nothing_kept(media)
+
+
+@pytest.mark.parametrize("name", ["n" * 251 + ".txt", "\U0001f600" * 251 + ".txt"])
+def test_name_at_the_length_limit_is_stored_as_sent(server, make_user, name):
+    """255 characters, also 4 bytes each in UTF-8 (over 1 KiB of part headers), are within the limit."""
+    base, _ = server
+    _, token = make_user("alice")
+    response = post(base, token, body(name.encode(), b"at the limit"))
+    assert response.status_code == 201, response.text
+    assert response.json()["name"] == name
 
 
 def test_missing_file_part_wrong_field_and_malformed_body(server, make_user):
@@ -200,6 +207,15 @@ def raw_request(base: str, head: str) -> socket.socket:
     return sock
 
 
+def raw_upload(base: str, token: str, length: str) -> socket.socket:
+    """A socket with the head of a POST /api/files sent; `length` is its Content-Length or Transfer-Encoding line."""
+    return raw_request(
+        base,
+        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n{length}\r\n\r\n",
+    )
+
+
 def read_response(sock: socket.socket) -> bytes:
     data = b""
     while b"\r\n\r\n" not in data or (b'"}}' not in data):
@@ -214,11 +230,7 @@ def test_413_arrives_while_the_client_is_still_sending(server, make_user):
     """The limit is enforced on received bytes: the answer comes before the (never-ending) body does."""
     base, media = server
     _, token = make_user("alice")
-    sock = raw_request(
-        base,
-        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nTransfer-Encoding: chunked\r\n\r\n",
-    )
+    sock = raw_upload(base, token, "Transfer-Encoding: chunked")
     try:
         payload = part_head(b"endless.txt") + b"e" * (LIMIT + 128 * 1024)
         for i in range(0, len(payload), 32 * 1024):
@@ -234,11 +246,7 @@ def test_413_arrives_while_the_client_is_still_sending(server, make_user):
 def test_declared_content_length_over_the_limit_is_refused_before_reading(server, make_user):
     base, media = server
     _, token = make_user("alice")
-    sock = raw_request(
-        base,
-        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {50 * LIMIT}\r\n\r\n",
-    )
+    sock = raw_upload(base, token, f"Content-Length: {50 * LIMIT}")
     try:
         response = read_response(sock)
     finally:
@@ -251,11 +259,7 @@ def test_content_length_shorter_than_the_body_keeps_nothing(server, make_user):
     base, media = server
     _, token = make_user("alice")
     payload = body(b"a.txt", b"y" * 5000)
-    sock = raw_request(
-        base,
-        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: 1000\r\n\r\n",
-    )
+    sock = raw_upload(base, token, "Content-Length: 1000")
     try:
         sock.sendall(payload)
         response = read_response(sock)
@@ -271,11 +275,7 @@ def test_client_that_goes_away_mid_body_gets_400_incomplete_body(server, make_us
     _, token = make_user("alice")
     payload = part_head(b"cut.txt") + b"c" * 200_000
     length = "Transfer-Encoding: chunked" if framing != "content-length" else f"Content-Length: {len(payload) * 2}"
-    sock = raw_request(
-        base,
-        f"POST /api/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n{length}\r\n\r\n",
-    )
+    sock = raw_upload(base, token, length)
     try:
         if framing == "content-length":
             sock.sendall(payload)
@@ -288,6 +288,30 @@ def test_client_that_goes_away_mid_body_gets_400_incomplete_body(server, make_us
     finally:
         sock.close()
     assert_raw_refusal(response, 400, media, "incomplete_body")
+
+
+@pytest.mark.parametrize("client_end", ["half-close", "hang-up"])
+def test_body_shorter_than_its_content_length_keeps_nothing(server, make_user, client_end):
+    """A whole multipart body, declared 1,000 bytes longer: the server waits for the rest, and when the client
+    ends (half-close: 400 incomplete_body; hang-up: no one to answer) nothing is stored and no event is sent."""
+    base, media = server
+    _, token = make_user("alice")
+    payload = body(b"short.txt", b"s" * 5000)
+    sock = raw_upload(base, token, f"Content-Length: {len(payload) + 1000}")
+    try:
+        sock.sendall(payload)
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # the multipart is whole, but the body is not: no answer yet
+            sock.recv(1)
+        sock.settimeout(15)
+        if client_end == "half-close":
+            sock.shutdown(socket.SHUT_WR)
+            assert_raw_refusal(read_response(sock), 400, media, "incomplete_body")
+    finally:
+        sock.close()
+    # The server's one sync worker answers this only once it has finished with the cut request.
+    assert requests.get(f"{base}/healthz", timeout=15).status_code == 200
+    assert_nothing_kept(media)
 
 
 def test_two_users_are_isolated(server, make_user):

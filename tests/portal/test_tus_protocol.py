@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import shutil
 import uuid
 
 import pytest
@@ -29,7 +29,7 @@ from tests.portal.tus_http import (
     staging_file,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("empty_media")]
 
 LIMIT = 1024 * 1024
 MAX_ACTIVE = 3
@@ -53,13 +53,6 @@ def server(test_database_url, tmp_path_factory):
     )
     yield base, media
     proc.stop()
-
-
-@pytest.fixture(autouse=True)
-def empty_media(server):
-    yield
-    for path in server[1].iterdir():
-        shutil.rmtree(path)
 
 
 def code_of(response: requests.Response, status: int) -> str:
@@ -187,6 +180,16 @@ def test_body_past_upload_length_is_refused_and_nothing_past_it_written(server, 
         ({"Upload-Length": "10", "Upload-Defer-Length": "1"}, 400, "invalid_upload_length"),
         ({"Upload-Length": "10", "Upload-Metadata": "filename !!!"}, 400, "invalid_metadata"),
         ({"Upload-Length": "10", "Upload-Metadata": metadata(filename="../x")}, 400, "filename_path_traversal"),
+        (
+            {"Upload-Length": "10", "Upload-Metadata": metadata(filename="\u2024\u2024\u2215x")},
+            400,
+            "filename_path_traversal",
+        ),
+        (
+            {"Upload-Length": "10", "Upload-Metadata": "filename " + base64.b64encode(b"caf\xe9").decode()},
+            400,
+            "filename_not_utf8",
+        ),
         ({"Upload-Length": "10", "Upload-Metadata": metadata(name="a.txt", ttl_hours="0")}, 400, "invalid_ttl"),
         ({"Upload-Length": "10", "Upload-Metadata": metadata(filename="a", sha256="x")}, 400, "invalid_checksum"),
         ({"Upload-Length": "10", "Upload-Metadata": ""}, 400, "filename_empty"),

@@ -80,7 +80,12 @@ def append_to_upload(
             if content_length:
                 raise _past_length(resumable.file.size_bytes)
             return current
-        return _stream(resumable=resumable, body=ClientStream(body), content_length=content_length, checksum=checksum)
+        return _stream(
+            resumable=resumable,
+            body=ClientStream(body, length=content_length),
+            content_length=content_length,
+            checksum=checksum,
+        )
 
 
 def _past_length(length: int) -> UploadRejected:
@@ -190,11 +195,8 @@ def _receive(
         except ClientGone as exc:
             _keep_what_arrived(resumable=resumable, handle=handle, end=start + received, checksum=checksum)
             raise UploadRejected("incomplete_body", f"The request body ended early: {exc}") from None
-        if not data:
-            if content_length is None:
-                break
-            _keep_what_arrived(resumable=resumable, handle=handle, end=start + received, checksum=checksum)
-            raise UploadRejected("incomplete_body", f"The body ended after {received} of {content_length} bytes.")
+        if not data:  # the end of a chunked body (one cut short of its Content-Length raised ClientGone)
+            break
         if received + len(data) > room:  # a chunked body longer than the upload: nothing past it is written
             cut_back(handle=handle, offset=resumable.offset)
             raise _past_length(start + room) if resumable.length is not None else too_large()

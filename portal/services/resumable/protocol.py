@@ -15,6 +15,7 @@ from typing import Any
 from django.utils.http import http_date
 
 from portal.services.errors import UploadRejected
+from portal.services.filenames import filename_not_utf8
 from portal.services.upload_options import parse_client_sha256, parse_ttl_hours
 
 TUS_VERSION = "1.0.0"
@@ -37,6 +38,8 @@ OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
 # The status the checksum extension gives a body whose checksum does not match.
 CHECKSUM_MISMATCH_STATUS = 460
 
+# Uppy sends `name` as well as `filename`; either is the display name.
+_FILENAME_KEYS = ("filename", "name")
 _METADATA_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -97,13 +100,18 @@ def parse_metadata(*, raw: str | None) -> UploadMetadata:
         if not _METADATA_KEY.fullmatch(key) or key in values:
             raise UploadRejected("invalid_metadata", f"Upload-Metadata has an invalid or repeated key {key!r}.")
         try:
-            values[key] = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(encoded.strip(), validate=True)
+        except binascii.Error:
+            raise UploadRejected("invalid_metadata", f"Upload-Metadata {key!r} is not base64.") from None
+        try:
+            values[key] = decoded.decode("utf-8")
+        except UnicodeDecodeError:
+            if key in _FILENAME_KEYS:  # the same refusal as a single-request upload's name
+                raise filename_not_utf8() from None
             raise UploadRejected("invalid_metadata", f"Upload-Metadata {key!r} is not base64 of UTF-8 text.") from None
     return UploadMetadata(
         raw=raw,
-        # Uppy sends `name` as well as `filename`; either is the display name.
-        filename=values.get("filename") or values.get("name"),
+        filename=next((values[key] for key in _FILENAME_KEYS if values.get(key)), None),
         filetype=values.get("filetype") or values.get("type", ""),
         ttl_hours=parse_ttl_hours(raw=values.get("ttl_hours")),
         client_sha256=parse_client_sha256(raw=values.get("sha256")),
