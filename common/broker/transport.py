@@ -113,6 +113,16 @@ os.register_at_fork(after_in_child=_forget_engines_after_fork)
 _channels: weakref.WeakSet[Channel] = weakref.WeakSet()
 
 
+def _unlock_channels_after_fork() -> None:
+    # The waker and keeper threads run statements under a channel's lock; a fork in that moment would hand the
+    # child the lock held by a thread it does not have. The child has no other thread yet: fresh locks are safe.
+    for channel in list(_channels):
+        channel._db_lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_unlock_channels_after_fork)
+
+
 def _announce_cancelled(task_ids: set[str]) -> None:
     for listener in list(cancel_listeners):
         try:

@@ -88,6 +88,14 @@ _wakers: dict[int, Waker] = {}
 _wakers_lock = threading.Lock()
 
 
+def _new_lock_after_fork() -> None:
+    global _wakers_lock
+    _wakers_lock = threading.Lock()  # never inherited held by a thread the child does not have
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
 def process_waker() -> Waker:
     """This process's waker (made on first use)."""
     waker = _wakers.get(os.getpid())

@@ -362,6 +362,9 @@ def test_a_killed_database_connection_is_replaced_without_losing_messages(connec
     channel = conn.default_channel
 
     def kill_backend():
+        # First let the waker thread send the wake-ups on this connection: it would otherwise replace it after
+        # the kill, before the statement under test.
+        assert process_waker().flush(timeout=5)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [channel._connection().info.backend_pid])
 
@@ -486,6 +489,7 @@ def test_an_ack_that_fails_with_the_connection_is_retried_after_reconnecting_not
     [(_body, message)] = consume(conn, 1, ack=False)  # also starts the keeper thread, whose rescue pass retries
     channel = conn.default_channel
     [(row_id, _visible, _version)] = rows()
+    dispose_engines(url=channel._url)  # no idle pooled connection (of earlier tests) for the ack's retry to take
     with database_refusing_connections(broker_url):
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [channel._connection().info.backend_pid])
