@@ -489,10 +489,13 @@ def test_an_ack_that_fails_with_the_connection_is_retried_after_reconnecting_not
     [(_body, message)] = consume(conn, 1, ack=False)  # also starts the keeper thread, whose rescue pass retries
     channel = conn.default_channel
     [(row_id, _visible, _version)] = rows()
-    dispose_engines(url=channel._url)  # no idle pooled connection (of earlier tests) for the ack's retry to take
     with database_refusing_connections(broker_url):
+        # The channel's session, and the idle pooled ones (of earlier tests) the ack's retry could take instead.
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [channel._connection().info.backend_pid])
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
         message.ack()  # the DELETE fails with the connection, and so does its immediate retry on a new one
         assert channel.pending_acks() == [row_id]
         time.sleep(0.6)  # rescue passes fail meanwhile; the row stays claimed by the dead session
