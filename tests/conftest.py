@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 
 import pytest
@@ -42,6 +43,9 @@ def test_database_url(django_db_setup, django_db_blocker):
         engine.dispose()
     # Our transport keeps its own engines (one per process); the stock cache above does not hold them.
     dispose_broker_engines()
+    # Closed kombu connections and channels sit in reference cycles that can still hold a pooled session
+    # (seen after app.control broadcasts): collect them now, before the database is dropped.
+    gc.collect()
 
 
 @pytest.fixture

@@ -42,7 +42,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError as SAOperationalError
 from sqlalchemy.orm import sessionmaker
 
-from common.broker import sql
+from common.broker import fanout, sql
+from common.broker.fanout import FanoutChannel
 from common.broker.options import TransportOptions
 from common.broker.waker import process_waker
 
@@ -162,8 +163,8 @@ class QoS(virtual.QoS):
             state.restored = True
 
 
-class Channel(stock.Channel):
-    """A channel with its own autocommit connection from the process's engine pool."""
+class Channel(FanoutChannel):
+    """A channel with its own autocommit connection from the process's engine pool (fanout: common.broker.fanout)."""
 
     QoS = QoS
 
@@ -204,6 +205,7 @@ class Channel(stock.Channel):
                 if row is None:
                     raise psycopg.DataError("the session setup statement returned no row")
                 pid, started, _ = row
+                self._rebind(driver, (pid, started))
             except Exception:
                 fairy.invalidate()
                 raise
@@ -219,6 +221,7 @@ class Channel(stock.Channel):
         self._released.clear()
         self._pending_acks.clear()
         self._buffers.clear()
+        self._forget_shared_state()
         self._pid = os.getpid()
 
     def _drop_connection(self, *, broken: bool) -> None:
@@ -274,6 +277,9 @@ class Channel(stock.Channel):
                 raise RuntimeError(f"could not create or find broker queue {queue!r}")
         return queue_id
 
+    def _forget_queue_id(self, queue: str) -> None:
+        _queue_ids.pop((self._url, queue), None)
+
     def _get_or_create(self, queue: str) -> int:
         return self._queue_id(queue)
 
@@ -328,14 +334,16 @@ class Channel(stock.Channel):
             transport = cast("Transport", self.connection)
             if queue_id in transport.known_empty:
                 raise Empty()
-            rows = self._claim(queue_id)
+            no_ack = queue in self._no_ack_queues
+            rows = self._take(queue_id, self.options.claim_batch) if no_ack else self._claim(queue_id)
             if not rows:
                 transport.known_empty.add(queue_id)
                 raise Empty()
             buffer.extend(rows)
         row_id, payload = buffer.popleft()
         message = loads(payload)
-        self._row_ids[message["properties"]["delivery_tag"]] = row_id
+        if queue not in self._no_ack_queues:  # a taken row is gone already: nothing to ack
+            self._row_ids[message["properties"]["delivery_tag"]] = row_id
         return message
 
     def _claim(self, queue_id: int) -> list[tuple[int, str]]:
@@ -449,6 +457,7 @@ class Channel(stock.Channel):
         if not was_closed:
             for queue in list(self._buffers):
                 self._restore_buffer(queue)
+            self._unbind_all()
             self._drop_connection(broken=False)
 
 
@@ -515,6 +524,10 @@ class Transport(stock.Transport):
     )
     channel_errors = ()
     driver_name = "doorito-postgresql"
+    # Not kombu's "sql": Celery disables events for that type (the stock transport has no fanout). Gossip and
+    # mingle stay off (Celery enables them for "amqp" and "redis" only): they would add idle broadcast traffic.
+    driver_type = "postgresql"
+    implements = stock.Transport.implements.extend(exchange_type=frozenset(["direct", "topic", "fanout"]))
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         self.options = TransportOptions.parse(client.transport_options)
@@ -578,11 +591,13 @@ class Transport(stock.Transport):
             connection.autocommit = True
             try:
                 connection.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
+                connection.execute(f"LISTEN {fanout.BINDINGS_CHANNEL}")
             except Exception:
                 connection.close()
                 raise
             self._listener = connection
             self.known_empty.clear()  # anything may have arrived while we were not listening
+            fanout.forget_bindings()
         return self._listener
 
     def _drop_listener(self) -> None:
@@ -676,6 +691,9 @@ class Transport(stock.Transport):
                 self._drop_listener()  # the next _listen() replaces it (and forgets known_empty)
                 return
             while (notify := pgconn.notifies()) is not None:
+                if notify.relname == fanout.BINDINGS_CHANNEL.encode():
+                    fanout.forget_bindings(notify.extra.decode())
+                    continue
                 with contextlib.suppress(ValueError):
                     self.known_empty.discard(int(notify.extra))
 

@@ -96,11 +96,11 @@ def base_env(**extra: str) -> dict:
 
 
 class Worker:
-    def __init__(self, env: dict, log_dir: Path, name: str, concurrency: int = 2) -> None:
-        self.log = log_dir / f"{name.replace(' ', '_')}.log"
+    def __init__(self, env: dict, log_dir: Path, name: str, concurrency: int = 2, extra: tuple[str, ...] = ()) -> None:
+        self.log = log_dir / f"{name.replace(' ', '_').replace('/', '_')}.log"
         args = [str(Path(sys.executable).parent / "celery"), "-A", "boot", "worker", "-I",
                 "tests.benchmarks.broker_tasks", "-Q", QUEUE, "-c", str(concurrency),
-                "-n", f"bench-{time.time_ns()}@%h", "--loglevel", "WARNING"]  # fmt: skip
+                "-n", f"bench-{time.time_ns()}@%h", "--loglevel", "WARNING", *extra]  # fmt: skip
         self._file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(args, env=env, stdout=self._file, stderr=subprocess.STDOUT,
                                       start_new_session=True, cwd=log_dir)  # fmt: skip

@@ -6,7 +6,10 @@ import itertools
 
 import pytest
 from django.db import connection
+from kombu import Connection
 
+from boot.celery import app as celery_app
+from common.broker.transport import Transport
 from tests.broker.tasks import RUNS_TABLE
 from tests.processes import celery_command
 
@@ -39,6 +42,27 @@ def runs(clean_broker):
 
 
 @pytest.fixture
+def broker_url(test_database_url, clean_broker):
+    return celery_app.conf.broker_url
+
+
+@pytest.fixture
+def connect(broker_url):
+    """Factory: kombu connections (ours by default) closed at teardown."""
+    opened: list[Connection] = []
+
+    def open_(transport_cls=Transport, **options) -> Connection:
+        conn = Connection(broker_url, transport_options=options)
+        conn.transport_cls = transport_cls
+        opened.append(conn)
+        return conn
+
+    yield open_
+    for conn in opened:
+        conn.release()
+
+
+@pytest.fixture
 def start_test_worker(start_process, runs):
     """Factory: a real worker that also imports tests.broker.tasks; waits until it is ready."""
 
@@ -64,4 +88,10 @@ def message_rows() -> int:
 def claimed_rows() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM kombu_message WHERE NOT visible AND version = -1")
+        return cursor.fetchone()[0]
+
+
+def scheduled_rows() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM kombu_message WHERE NOT visible AND version = -2")
         return cursor.fetchone()[0]

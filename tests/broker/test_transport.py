@@ -39,27 +39,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 QUEUE = Queue("brokertest", Exchange("brokertest", type="direct"), routing_key="brokertest")
 
 
-@pytest.fixture
-def broker_url(test_database_url, clean_broker):
-    return celery_app.conf.broker_url
-
-
-@pytest.fixture
-def connect(broker_url):
-    """Factory: kombu connections (ours by default) closed at teardown."""
-    opened: list[Connection] = []
-
-    def open_(transport_cls=Transport, **options) -> Connection:
-        conn = Connection(broker_url, transport_options=options)
-        conn.transport_cls = transport_cls
-        opened.append(conn)
-        return conn
-
-    yield open_
-    for conn in opened:
-        conn.release()
-
-
 def publish(conn: Connection, *bodies) -> None:
     producer = Producer(conn.default_channel)
     for body in bodies:
@@ -274,7 +253,8 @@ def test_cleanup_command_and_task_prune_what_is_spent(connect, capsys):
     CancelledTask.objects.create(task_id="fresh")  # within the grace period: kept
     call_command("broker_cleanup")
     assert capsys.readouterr().out.strip() == (
-        "deleted 1 stale row(s), restored 1 expired row(s), pruned 1 cancel mark(s)"
+        "deleted 1 stale row(s), restored 1 expired row(s), pruned 1 cancel mark(s), "
+        "dropped 0 dead consumer queue(s) and 0 message(s)"
     )
     assert [(v, version) for _, v, version in rows()] == [(True, 1)]
     assert list(CancelledTask.objects.values_list("task_id", flat=True)) == ["fresh"]
@@ -283,6 +263,8 @@ def test_cleanup_command_and_task_prune_what_is_spent(connect, capsys):
         "stale_deleted": 0,
         "expired_restored": 0,
         "cancel_marks_pruned": 1,
+        "dead_queues_dropped": 0,
+        "broadcasts_deleted": 0,
     }
 
 

@@ -10,7 +10,7 @@ from django.db import connection
 
 from common.broker.models import CancelledTask
 from common.broker.services.cancel import CancelOutcome, cancel_queued_task
-from tests.broker.conftest import claimed_rows, message_rows
+from tests.broker.conftest import claimed_rows, message_rows, scheduled_rows
 from tests.broker.tasks import record, slow_once, spawn
 from tests.processes import wait_until
 
@@ -56,12 +56,6 @@ def test_kill_9_during_an_acks_late_task_runs_it_again_after_the_visibility_time
     wait_until(lambda: runs.counts("done").get("crash"), 60, "the task to run again and finish")
     wait_until(lambda: message_rows() == 0, 30, "the redelivered message to be acked")
     assert runs.counts("start") == {"crash": 2} and runs.counts("done") == {"crash": 1}
-
-
-def scheduled_rows() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM kombu_message WHERE NOT visible AND version = -2")
-        return cursor.fetchone()[0]
 
 
 def eta_start_delays() -> list[float]:

@@ -1,4 +1,4 @@
-"""Cancel a task by id: the SQL transport has no fanout, so `revoke` does nothing; this works through the table."""
+"""Cancel a task by id through the table: unlike `revoke` (kept in running workers' memory), it outlives restarts."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection, transaction
 
+from common.broker.fanout import prune_bindings
 from common.broker.sql import RESTORE_EXPIRED
 
 # The stock transport marks a consumed row invisible (version >= 1) and never touches it again.
@@ -25,10 +26,14 @@ class CleanupResult:
     stale_deleted: int
     expired_restored: int
     cancel_marks_pruned: int
+    # Queues of consumers that are gone (reply, event, remote-control queues) and the messages deleted
+    # with them or past their queue's message TTL (common.broker.fanout).
+    dead_queues_dropped: int = 0
+    broadcasts_deleted: int = 0
 
 
 def cleanup_broker_messages(*, visibility_timeout: float | None = None) -> CleanupResult:
-    """Delete stale stock-transport rows and spent cancel marks, and make expired in-flight rows deliverable again."""
+    """Delete stale rows, spent cancel marks and dead consumers' queues; make expired in-flight rows ready again."""
     timeout = settings.BROKER_VISIBILITY_TIMEOUT if visibility_timeout is None else visibility_timeout
     if timeout <= 0:
         raise ValueError(f"visibility_timeout must be > 0, got {timeout}")
@@ -39,4 +44,11 @@ def cleanup_broker_messages(*, visibility_timeout: float | None = None) -> Clean
         restored = cursor.rowcount
         cursor.execute(PRUNE_CANCEL_MARKS, [timeout])
         pruned = cursor.rowcount
-    return CleanupResult(stale_deleted=stale, expired_restored=restored, cancel_marks_pruned=pruned)
+        dropped, broadcasts = prune_bindings(cursor)
+    return CleanupResult(
+        stale_deleted=stale,
+        expired_restored=restored,
+        cancel_marks_pruned=pruned,
+        dead_queues_dropped=dropped,
+        broadcasts_deleted=broadcasts,
+    )

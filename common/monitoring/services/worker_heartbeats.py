@@ -1,4 +1,4 @@
-"""Worker heartbeats in the database: the SQL transport has no fanout, so `celery inspect` cannot see workers."""
+"""Worker heartbeats in the database: the status screen reads them there, whether or not remote control answers."""
 
 from __future__ import annotations
 
