@@ -255,6 +255,9 @@ class Base(Configuration):
     BEAT_STALE_AFTER = setting(EnvInt, 60)  # seconds without a leader tick before beat counts as stale
     MONITORING_RETENTION = setting(EnvInt, 7 * 86400)  # rows of stopped/vanished processes kept this long
     QUEUE_AGE_ALARM = setting(EnvInt, 300)  # oldest ready message older than this (seconds) raises an alarm
+    # A transaction holding back the xmin horizon longer than this (seconds) raises an alarm: VACUUM cannot
+    # clean consumed messages meanwhile.
+    XMIN_HORIZON_ALARM_SECONDS = setting(EnvInt, 300)
     LOG_FORMAT = setting(Env, "text")  # "text" (human-readable) or "json" (one object per line)
     RESULT_CLEANUP_INTERVAL = setting(EnvInt, 3600)  # seconds between beat-scheduled celery.backend_cleanup
     RESULT_CLEANUP_BATCH_SIZE = setting(EnvInt, 1000)  # results deleted per transaction

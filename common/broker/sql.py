@@ -79,15 +79,16 @@ RESTORE_EXPIRED = (
 
 # Run once per new connection. The claiming connection's identity: a backend pid is reused,
 # (pid, backend_start) is not. And the session setting that makes the insert trigger leave the
-# wake-up to WAKE, after the INSERT's commit (migration 0005).
+# wake-up to the waker thread, after the INSERT's commit (migration 0005).
 SESSION_SETUP = (
     "SELECT pg_backend_pid(), backend_start, set_config('doorito.broker_wakes_after_commit', 'on', false) "
     "FROM pg_stat_activity WHERE pid = pg_backend_pid()"
 )
 
-# The wake-up for a committed publish: pg_notify in a transaction of its own, with synchronous_commit off,
-# so the NOTIFY's database-wide commit lock is never held across a producer's WAL flush.
-WAKE = "SELECT kombu_message_wake(%s)"
+# The wake-ups for committed publishes, sent by the process's waker thread (common.broker.waker) for every
+# queue marked since its last send: one transaction, with synchronous_commit off (kombu_message_wake), so
+# the NOTIFY's database-wide commit lock is never held across a WAL flush nor on a producer's path.
+WAKE_QUEUES = "SELECT kombu_message_wake(q) FROM unnest(%s::integer[]) AS q"
 
 # One round trip a second per consuming process, all of it on rows in flight (the small in-flight index):
 # - reowned: rows this process holds (%(held)s) but claimed on a connection it since lost: this backend

@@ -4,7 +4,8 @@ Same tables (kombu_queue, kombu_message) and URL form (sqla+postgresql+psycopg:/
 as the stock transport, so stock producers and consumers interoperate. What
 changes is how rows move (the statements and row states are in common.broker.sql):
 
-- publish: one INSERT with a cached queue id; a trigger NOTIFYs listeners;
+- publish: one INSERT with a cached queue id; the process's waker thread NOTIFYs listeners
+  after it (common.broker.waker); the insert trigger does for other producers;
 - claim: one UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING round trip, which
   marks rows in flight and records the claiming database backend;
 - ack: DELETE the row, so the table holds only ready and in-flight messages;
@@ -45,6 +46,7 @@ from common.broker import fanout, sql
 from common.broker.fanout import FanoutChannel
 from common.broker.options import TransportOptions
 from common.broker.upkeep import ClaimCursors, StorageUpkeep
+from common.broker.waker import process_waker
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +116,16 @@ os.register_at_fork(after_in_child=_forget_engines_after_fork)
 # Every channel of this process, closed ones included: the rescue pass re-owns the rows of the open ones and
 # retries the acks that failed with the connection on any of them (a closed channel still takes late acks).
 _channels: weakref.WeakSet[Channel] = weakref.WeakSet()
+
+
+def _unlock_channels_after_fork() -> None:
+    # The waker and keeper threads run statements under a channel's lock; a fork in that moment would hand the
+    # child the lock held by a thread it does not have. The child has no other thread yet: fresh locks are safe.
+    for channel in list(_channels):
+        channel._db_lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_unlock_channels_after_fork)
 
 
 def _announce_cancelled(task_ids: set[str]) -> None:
@@ -309,11 +321,14 @@ class Channel(FanoutChannel):
             raise
 
     def _wake_consumers(self, queue_id: int) -> None:
-        """Notify consumers of a committed publish; if that fails, they find it at their next poll."""
-        try:
-            self._run(sql.WAKE, (queue_id,), retry=False)
-        except psycopg.Error as exc:  # the message is committed: the publish succeeded
-            logger.info("broker.wake_failed", extra={"event": "broker.wake_failed", "error": str(exc)})
+        """Have this process's waker thread notify consumers of a committed publish (the producer never waits)."""
+        process_waker().wake(queue_id, self._send_wake)
+
+    def _send_wake(self, queue_ids: list[int]) -> None:
+        """The waker thread's NOTIFYs, on this channel's connection (under its lock, so it adds no connection)."""
+        if self.closed or os.getpid() != self._pid:
+            raise psycopg.InterfaceError("the publishing channel is closed")  # consumers poll for it instead
+        self._run(sql.WAKE_QUEUES, (queue_ids,))
 
     # --- consume -------------------------------------------------------------------
     def _get(self, queue: str) -> dict:
@@ -450,6 +465,9 @@ class Channel(FanoutChannel):
             self.closed = True
             return
         was_closed = self.closed
+        if not was_closed:
+            # The waker may be about to send this channel's last wake-ups on its connection.
+            process_waker().flush(timeout=2.0)
         super().close()  # cancels consumers (restoring their buffers) and restores unacked rows
         if not was_closed:
             for queue in list(self._buffers):

@@ -13,14 +13,19 @@ project's settings (acks_late, prefetch multiplier 4) and a no-op task:
 - rows left: kombu_message rows after the drain (PostgreSQL brokers).
 Redis (127.0.0.1:6379 db 15) and RabbitMQ (127.0.0.1:5672, guest) are skipped when unreachable.
 --concurrency sets the worker's pool size (-c).
---producers 1 8 32 instead measures the enqueue rate of that many concurrent producer connections (each
-one publish per transaction, the transport's own statements, for --seconds each) in three modes: the
-wake-up NOTIFY in the publishing transaction (the insert trigger: stock producers, and this transport
-before migration 0005), after the commit (this transport now), and none (trigger disabled); and the
-wake-up latency (publish returned -> notification received by a listener) of both wake-up modes.
+--producers 1 8 32 instead measures the enqueue rate of that many concurrent producer processes, then
+threads of one process (each one connection, one publish per transaction, the transport's own
+statements, for --seconds each) in four modes: the wake-up NOTIFY in the publishing transaction (the
+insert trigger: stock producers, and this transport before migration 0005), after the commit by each
+publish (this transport before common.broker.waker), by the process's waker thread (this transport
+now), and none (trigger disabled); and the wake-up latency (publish returned -> notification received
+by a listener) of each.
 --profile (needs `pip install py-spy` in the venv; not a project dependency) samples the producer during
 the enqueue and the worker (all its processes) during the drain, and prints the functions where most
 samples were taken (own time, and including callees).
+--waiting 10000 instead measures what that many countdown=3600 tasks cost a real worker while they wait:
+its memory (RSS summed over all its processes) and the broker database's transactions per second, first
+with none waiting, then with them all waiting (scheduled rows), in the same run.
 --held-statements 60000 instead times the transport's claim (from the queue's start and after the claim
 cursor), look-back and rescue pass after that many messages went through while a transaction holds the xmin.
 --pressure runs the pressure mode instead (see pressure() below): a fixed offered rate through a clean phase,
@@ -29,7 +34,8 @@ transport and for Procrastinate (installed into .bench/, never a project depende
     python -m tests.benchmarks.broker --pressure [--rate 200] [--concurrency 4] [--clean-seconds 180]
         [--held-seconds 900] [--recovery-seconds 120] [--window-seconds 30] [--systems doorito procrastinate]
 The databases doorito_bench_broker_app, doorito_bench_broker_queue (and, for --pressure,
-doorito_bench_broker_procrastinate) on 127.0.0.1:5432 are recreated, each name followed by $BENCH_DB_SUFFIX.
+doorito_bench_broker_procrastinate) on 127.0.0.1:5432 are recreated, each name followed by $BENCH_DB_SUFFIX
+(if set, so concurrent runs do not share them).
 """
 
 from __future__ import annotations
@@ -43,13 +49,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 PG = "postgresql://postgres@127.0.0.1:5432/"
-# BENCH_DB_SUFFIX renames the benchmark's databases, so two runs on one server do not drop each other's.
 SUFFIX = os.environ.get("BENCH_DB_SUFFIX", "")
-APP_DB, QUEUE_DB = "doorito_bench_broker_app" + SUFFIX, "doorito_bench_broker_queue" + SUFFIX
+APP_DB, QUEUE_DB = f"doorito_bench_broker_app{SUFFIX}", f"doorito_bench_broker_queue{SUFFIX}"
 SQLA_URL = "sqla+postgresql+psycopg://postgres@127.0.0.1:5432/" + QUEUE_DB
 REDIS_URL = "redis://127.0.0.1:6379/15"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -342,64 +346,167 @@ def measure(
     }
 
 
+def worker_rss_mib(worker: Worker) -> float:
+    """Resident memory of the worker's main process and its pool children (one process group), in MiB."""
+    total_kib = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if os.getpgid(int(entry.name)) != worker.popen.pid:
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
+    return total_kib / 1024
+
+
+def waiting_cost(waiting: int, log_dir: Path, concurrency: int) -> None:
+    """A real worker's RSS and the broker database's transactions/s with 0, then `waiting`, countdown=3600 tasks."""
+    import psycopg
+
+    from boot.celery import app
+    from tests.benchmarks.broker_tasks import noop
+
+    probe = Probe("doorito")
+    probe.reset()
+    conn = producer_connection("doorito")
+    producer = app.amqp.Producer(conn)
+    worker = Worker(base_env(**BROKERS["doorito"]), log_dir, "doorito-waiting", concurrency)
+
+    def idle_rate() -> float:
+        # Backends flush their statistics up to 10 s after going idle: let the last phase settle first.
+        time.sleep(12)
+        before = probe.query_counter()
+        time.sleep(10)
+        return (probe.query_counter() - before) / 10
+
+    try:
+        noop.apply_async(producer=producer)  # declares the queue; the worker runs it, so it is consuming
+        deadline = time.monotonic() + 90
+        while probe.outstanding():
+            if time.monotonic() > deadline or worker.popen.poll() is not None:
+                raise SystemExit(f"the worker consumed nothing:\n{worker.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        rate_before, rss_before = idle_rate(), worker_rss_mib(worker)
+        started = time.perf_counter()
+        for _ in range(waiting):
+            noop.apply_async(producer=producer, countdown=3600)
+        publish_seconds = time.perf_counter() - started
+        rate_after, rss_after = idle_rate(), worker_rss_mib(worker)
+        with psycopg.connect(PG + QUEUE_DB) as db:
+            states = dict(db.execute("SELECT version, count(*) FROM kombu_message GROUP BY version").fetchall())
+    finally:
+        worker.stop()
+        conn.release()
+        probe.reset()
+    print(f"{waiting} countdown=3600 tasks published in {publish_seconds:.1f} s; rows by version: {states}")
+    print(f"{'waiting':>8} {'worker RSS MiB':>15} {'broker xact/s':>14}")
+    print(f"{0:>8} {rss_before:>15.1f} {rate_before:>14.2f}")
+    print(f"{waiting:>8} {rss_after:>15.1f} {rate_after:>14.2f}")
+    print(
+        f"with {waiting} waiting: RSS {rss_after - rss_before:+.1f} MiB ({100 * (rss_after / rss_before - 1):+.1f}%), "
+        f"broker transactions {rate_after / rate_before:.2f}x the idle rate "
+        "(goal: no worker memory, no per-message queries)"
+    )
+
+
+# The wake-up of the transport before the waker thread: one kombu_message_wake() per publish, sent by the
+# producer itself right after its INSERT committed (kept here as the benchmark's "after commit" baseline).
+WAKE_AFTER_EACH_PUBLISH = "SELECT kombu_message_wake(%s)"
+
+
 def producer_rates(counts: list[int], seconds: float) -> None:
-    """Enqueue/s of N concurrent producers with the NOTIFY trigger on and off, and wake-up latency."""
+    """Enqueue/s of N concurrent producer processes by wake-up mode (trigger, after commit, waker thread,
+    none), and wake-up latency."""
+    import multiprocessing
     import threading
 
     import psycopg
 
     from common.broker import sql
+    from common.broker.waker import Waker
 
     url = PG + QUEUE_DB
     with psycopg.connect(url, autocommit=True) as db:
         queue_id = db.execute(sql.QUEUE_ID, {"name": QUEUE}).fetchone()[0]
 
-    def publish_statements(conn: psycopg.Connection, mode: str) -> Callable[[], None]:
+    def connect() -> psycopg.Connection:
+        return psycopg.connect(url, autocommit=True)
+
+    @contextlib.contextmanager
+    def publisher(conn: psycopg.Connection, mode: str, shared: Waker | None = None):
+        if mode in ("in transaction", "none"):
+            yield lambda: conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+            return
+        conn.execute(sql.SESSION_SETUP)  # the insert trigger leaves the wake-up to us
         if mode == "after commit":
-            conn.execute(sql.SESSION_SETUP)
 
             def publish() -> None:
                 conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
-                conn.execute(sql.WAKE, (queue_id,))
+                conn.execute(WAKE_AFTER_EACH_PUBLISH, (queue_id,))
 
-            return publish
-        return lambda: conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+            yield publish
+            return
+        waker = shared or Waker()  # one per process, as in the transport
+        lock = threading.Lock()  # as a channel's: the waker sends on the connection of the latest publisher
 
-    def run(n: int, mode: str) -> float:
-        done = [0] * n
-        stop = threading.Event()
-        start = threading.Barrier(n + 1)
+        def send(queues: list[int]) -> None:
+            with lock:
+                conn.execute(sql.WAKE_QUEUES, (queues,))
 
-        def produce(i: int) -> None:
-            with psycopg.connect(url, autocommit=True) as conn:
-                publish = publish_statements(conn, mode)
-                start.wait()
-                while not stop.is_set():
-                    publish()
-                    done[i] += 1
+        def publish_and_mark() -> None:
+            with lock:
+                conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+            waker.wake(queue_id, send)
 
-        threads = [threading.Thread(target=produce, args=(i,)) for i in range(n)]
-        for thread in threads:
-            thread.start()
+        yield publish_and_mark
+        waker.flush(timeout=5)
+
+    # Producers are processes (forked: the closures above need no pickling), each with its own waker, or
+    # threads of this process sharing its waker (a threaded web or worker process).
+    context = multiprocessing.get_context("fork")
+    shared = Waker()
+
+    def produce(mode: str, done, index: int, start, stop, shared: Waker | None) -> None:
+        with connect() as conn, publisher(conn, mode, shared) as publish:
+            start.wait()
+            count = 0
+            while not stop.is_set():
+                publish()
+                count += 1
+            done[index] = count
+
+    def run(n: int, mode: str, seconds: float, layout: str) -> tuple[int, float]:
+        done = context.Array("q", n)
+        start, stop = context.Barrier(n + 1), context.Event()
+        if layout == "processes":
+            producers = [context.Process(target=produce, args=(mode, done, i, start, stop, None)) for i in range(n)]
+        else:
+            producers = [threading.Thread(target=produce, args=(mode, done, i, start, stop, shared)) for i in range(n)]
+        for producer in producers:
+            producer.start()
         start.wait()
         began = time.perf_counter()
         time.sleep(seconds)
         stop.set()
-        for thread in threads:
-            thread.join()
-        with psycopg.connect(url, autocommit=True) as db:
+        elapsed = time.perf_counter() - began  # a publish under way when stop is set still counts: negligible
+        for producer in producers:
+            producer.join()
+            if getattr(producer, "exitcode", 0):
+                raise SystemExit(f"a producer process failed in mode {mode!r}")
+        with connect() as db:
             db.execute("TRUNCATE kombu_message")
-        return sum(done) / (time.perf_counter() - began)
+        return sum(done), elapsed
 
     def set_trigger(enabled: bool) -> None:
-        with psycopg.connect(url, autocommit=True) as db:
+        with connect() as db:
             action = "ENABLE" if enabled else "DISABLE"
             db.execute(f"ALTER TABLE kombu_message {action} TRIGGER kombu_message_ready_insert")
 
     def wake_latency(mode: str, samples: int = 300) -> list[float]:
         latencies = []
-        with psycopg.connect(url, autocommit=True) as listener, psycopg.connect(url, autocommit=True) as producer:
-            publish = publish_statements(producer, mode)
+        with connect() as listener, connect() as producer, publisher(producer, mode) as publish:
             listener.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
             for _ in range(samples):
                 publish()
@@ -409,23 +516,32 @@ def producer_rates(counts: list[int], seconds: float) -> None:
                 time.sleep(0.005)
         return latencies
 
-    modes = ("in transaction", "after commit", "none")
-    print(f"enqueue/s by concurrent producers, {seconds:g} s each; wake-up NOTIFY in the transaction / after / none")
-    print(f"{'producers':>9} {modes[0]:>15} {modes[1]:>13} {modes[2]:>8} {'loss in tx':>11} {'loss after':>11}")
+    modes = ("in transaction", "after commit", "waker thread", "none")
+    rounds = 5  # the modes take turns, 1/rounds of --seconds each time, so a shared machine's load hits all alike
+    print(f"enqueue/s of concurrent producers, {seconds:g} s each in {rounds} turns, by wake-up NOTIFY: in the")
+    print("publishing transaction (insert trigger), after the commit by each publish, by the process's waker")
+    print("thread (common.broker.waker), none (trigger disabled); loss is against none. Producers are processes")
+    print("(one waker each) or threads of one process (sharing its waker).")
+    print(f"{'producers':>15} " + " ".join(f"{m:>14}" for m in modes) + "  loss: " + " / ".join(modes[:3]))
     try:
-        for n in counts:
-            rates = {}
-            for mode in modes:
-                set_trigger(mode != "none")
-                rates[mode] = run(n, mode)
-            set_trigger(True)
-            loss = {mode: 100 * (1 - rates[mode] / rates["none"]) for mode in modes}
-            print(
-                f"{n:>9} {rates[modes[0]]:>15.0f} {rates[modes[1]]:>13.0f} {rates['none']:>8.0f} "
-                f"{loss[modes[0]]:>10.1f}% {loss[modes[1]]:>10.1f}%  (goal: loss <= 10%)",
-                flush=True,
-            )
-        for mode in modes[:2]:
+        for layout in ("processes", "threads"):
+            for n in counts:
+                totals = {mode: [0, 0.0] for mode in modes}
+                for _ in range(rounds):
+                    for mode in modes:
+                        set_trigger(mode != "none")
+                        published, elapsed = run(n, mode, seconds / rounds, layout)
+                        totals[mode][0] += published
+                        totals[mode][1] += elapsed
+                set_trigger(True)
+                rates = {mode: published / elapsed for mode, (published, elapsed) in totals.items()}
+                loss = {mode: 100 * (1 - rates[mode] / rates["none"]) for mode in modes}
+                print(
+                    f"{f'{n} {layout}':>15} " + " ".join(f"{rates[m]:>14.0f}" for m in modes) + "  "
+                    + " / ".join(f"{loss[m]:.1f}%" for m in modes[:3]) + "  (goal: loss <= 10%)",
+                    flush=True,
+                )  # fmt: skip
+        for mode in modes[:3]:
             latencies = wake_latency(mode)
             print(
                 f"wake-up latency, NOTIFY {mode}: p50 {percentile(latencies, 0.5):.2f} ms, "
@@ -433,7 +549,7 @@ def producer_rates(counts: list[int], seconds: float) -> None:
             )
     finally:
         set_trigger(True)
-        with psycopg.connect(url, autocommit=True) as db:
+        with connect() as db:
             db.execute("TRUNCATE kombu_message")
 
 
@@ -753,6 +869,7 @@ def main() -> None:
     parser.add_argument("--held-seconds", type=float, default=900.0)
     parser.add_argument("--recovery-seconds", type=float, default=120.0)
     parser.add_argument("--window-seconds", type=float, default=30.0)
+    parser.add_argument("--waiting", type=int)
     args = parser.parse_args()
 
     for name in (APP_DB, QUEUE_DB):
@@ -777,6 +894,10 @@ def main() -> None:
         return
     if args.held_statements:
         held_statement_costs(args.held_statements)
+        return
+    if args.waiting:
+        with tempfile.TemporaryDirectory() as tmp:
+            waiting_cost(args.waiting, Path(tmp), args.concurrency)
         return
 
     available = {

@@ -6,6 +6,8 @@ import contextlib
 import datetime
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -27,8 +29,10 @@ from common.broker.services.inspection import queue_stats, stale_row_count
 from common.broker.services.transactional import enqueue_in_transaction
 from common.broker.tasks import cleanup_broker_messages_task
 from common.broker.transport import Transport, dispose_engines
+from common.broker.waker import MIN_GAP, process_waker
 from tests.broker.conftest import message_rows
 from tests.broker.tasks import record
+from tests.processes import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -340,6 +344,9 @@ def test_a_killed_database_connection_is_replaced_without_losing_messages(connec
     channel = conn.default_channel
 
     def kill_backend():
+        # First let the waker thread send the wake-ups on this connection: it would otherwise replace it after
+        # the kill, before the statement under test.
+        assert process_waker().flush(timeout=5)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [channel._connection().info.backend_pid])
 
@@ -441,3 +448,99 @@ def test_cancel_marks_reach_the_holder_in_its_rescue_pass_and_a_claimer_in_the_c
     got = [b for b, _ in consume(claimer, 2)]
     assert sorted(b["n"] for b in got) == ["held-task", "other-task"]
     assert learned_marks == [{"held-task"}]  # reported by the claim, before the message was delivered
+
+
+@contextlib.contextmanager
+def database_refusing_connections(broker_url: str):
+    """New connections to the test database fail (as while PostgreSQL restarts); open ones are unaffected."""
+    name = connection.ops.quote_name(connection.settings_dict["NAME"])
+    # A database cannot refuse connections from inside itself: the switch goes through the postgres database.
+    admin_url = broker_url.removeprefix("sqla+").replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        try:
+            yield
+        finally:
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+
+
+def test_an_ack_that_fails_with_the_connection_is_retried_after_reconnecting_not_left_to_the_lease(connect, broker_url):
+    # A lease of an hour: only the retried ack can remove the row within this test.
+    conn = connect(rescue_interval=0.2, rescue_grace=0.5, restart_grace=0, visibility_timeout=3600)
+    publish(conn, {"n": 1})
+    [(_body, message)] = consume(conn, 1, ack=False)  # also starts the keeper thread, whose rescue pass retries
+    channel = conn.default_channel
+    [(row_id, _visible, _version)] = rows()
+    with database_refusing_connections(broker_url):
+        # The channel's session, and the idle pooled ones (of earlier tests) the ack's retry could take instead.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        message.ack()  # the DELETE fails with the connection, and so does its immediate retry on a new one
+        assert channel.pending_acks() == [row_id]
+        time.sleep(0.6)  # rescue passes fail meanwhile; the row stays claimed by the dead session
+        assert rows() == [(row_id, False, -1)]
+    # Connections are accepted again: the next rescue pass deletes the row (no lease expiry, no redelivery).
+    deadline = time.monotonic() + 10
+    while message_rows() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert message_rows() == 0
+    assert channel.pending_acks() == []
+    assert consume(conn, 1, timeout=1.5) == []  # the acked message is never delivered again
+
+
+def notifications(listener: psycopg.Connection, quiet: float = 0.5) -> list[str]:
+    """Payloads of the wake-ups `listener` receives until none came for `quiet` seconds."""
+    return [notify.payload for notify in listener.notifies(timeout=quiet)]
+
+
+def listening(broker_url: str) -> psycopg.Connection:
+    listener = psycopg.connect(broker_url.removeprefix("sqla+").replace("+psycopg", ""), autocommit=True)
+    listener.execute(f"LISTEN {transport.sql.NOTIFY_CHANNEL}")
+    return listener
+
+
+def test_a_burst_of_publishes_is_woken_by_few_notifies_sent_after_the_last_commit(connect, broker_url):
+    conn = connect()
+    publish(conn, {"n": -1})  # declares the queue
+    with listening(broker_url) as listener:
+        notifications(listener)
+        started = time.monotonic()
+        publish(conn, *({"n": n} for n in range(200)))
+        assert process_waker().flush(timeout=5)
+        sending = time.monotonic() - started
+        woken = notifications(listener)
+    # The producer's waker thread coalesced the burst's wake-ups: one NOTIFY at most per MIN_GAP, where one
+    # per publish would be 200; and the last one was sent after the last commit, so the burst is visible.
+    assert 1 <= len(woken) <= min(150, sending / MIN_GAP + 1) and len(set(woken)) == 1
+    assert message_rows() == 201
+
+
+def test_a_process_that_publishes_and_exits_at_once_still_wakes_consumers(connect, broker_url):
+    script = (
+        "import sys; from kombu import Connection, Exchange, Producer, Queue\n"
+        "from common.broker.transport import Transport\n"
+        "conn = Connection(sys.argv[1]); conn.transport_cls = Transport\n"
+        "queue = Queue('brokertest', Exchange('brokertest', type='direct'), routing_key='brokertest')\n"
+        "Producer(conn.default_channel).publish({'n': 1}, exchange=queue.exchange, routing_key='brokertest',"
+        " declare=[queue])\n"
+    )
+    publish(connect(), {"n": 0})  # declares the queue
+    with listening(broker_url) as listener:
+        notifications(listener)
+        subprocess.run([sys.executable, "-c", script, broker_url], cwd=PROJECT_DIR, check=True, timeout=60)
+        # Its waker thread is a daemon: the wake-up is flushed at exit, not lost with the thread.
+        assert len(notifications(listener, quiet=1)) == 1
+    assert message_rows() == 2
+
+
+def test_a_publish_on_a_connection_released_at_once_still_wakes_consumers(broker_url, clean_broker):
+    with listening(broker_url) as listener:
+        conn = Connection(broker_url, transport_options={})
+        conn.transport_cls = Transport
+        publish(conn, {"n": 1})
+        conn.release()  # closes the channel whose connection the waker sends on: it sends first
+        assert len(notifications(listener, quiet=1)) == 1
+    assert message_rows() == 1

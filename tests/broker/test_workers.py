@@ -96,3 +96,24 @@ def test_cancel_an_eta_task_waiting_in_the_database(start_test_worker, runs):
     time.sleep(1)
     assert runs.counts() == {"eta-kept": 1} and not CancelledTask.objects.exists()
     assert cancel_queued_task(task_id=kept.id) is CancelOutcome.NOT_FOUND
+
+
+def scheduled_row_versions() -> set[tuple]:
+    """(id, xmin) of every scheduled row: any write to a row (claim, lease renewal, rescue) changes its xmin."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, xmin::text FROM kombu_message WHERE NOT visible AND version = -2")
+        return set(cursor.fetchall())
+
+
+def test_countdown_tasks_wait_untouched_by_a_running_worker_neither_delivered_nor_written(start_test_worker, runs):
+    worker = start_test_worker()
+    for n in range(200):
+        record.apply_async((f"later{n}",), countdown=3600)
+    waiting = scheduled_row_versions()
+    assert len(waiting) == 200
+    record.apply_async(("now",))
+    wait_until(lambda: runs.counts().get("now"), 30, "the worker to run a ready task")
+    time.sleep(3)  # at least two rescue passes of the worker's keeper thread (one per second)
+    # Not claimed, renewed or rewritten by anything, and never handed to the worker: nothing in its memory.
+    assert scheduled_row_versions() == waiting
+    assert worker.output().count(" received") == 1 and runs.counts() == {"now": 1}

@@ -62,10 +62,10 @@ def test_metrics_endpoint_is_a_404_until_a_token_is_set_then_needs_it(client, se
     assert client.post("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 405
 
 
-def test_one_scrape_runs_one_query_per_source_eight_in_all(db):
+def test_one_scrape_runs_one_query_per_source_nine_in_all(db):
     with CaptureQueriesContext(connection) as queries:
         families = list(DatabaseCollector().collect())
-    assert len(SOURCES) == 8  # docs/operations.md states this count
+    assert len(SOURCES) == 9  # docs/operations.md states this count
     assert len(queries.captured_queries) == len(SOURCES)
     up = next(f for f in families if f.name == "doorito_metrics_source_up")
     assert {s.labels["source"]: s.value for s in up.samples} == dict.fromkeys(SOURCES, 1)
@@ -208,5 +208,5 @@ def test_alert_rules_and_dashboard_name_only_metrics_a_scrape_serves(db):
     for family in DatabaseCollector().collect():
         served |= {sample.name for sample in family.samples} | {family.name}
     named = {name for expr in expressions for name in re.findall(r"\bdoorito_\w+", expr)}
-    assert len(rules) == 8 and len(named) >= 15
+    assert len(rules) == 9 and len(named) >= 15
     assert named - served == set()

@@ -2,7 +2,7 @@
 
 Counters kept in process memory would be per gunicorn worker or per prefork child; the database already
 knows the numbers. Each source runs exactly one query, on an index or a small table, so a scrape runs one
-per source (8 with the portal's uploads, which the portal adds with register_source); docs/operations.md
+per source (9 with the portal's uploads, which the portal adds with register_source); docs/operations.md
 states the count and tests/monitoring/test_metrics.py checks it. A source that fails is reported as
 doorito_metrics_source_up{source=...} 0 instead of failing the scrape.
 """
@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from common.broker.services.inspection import queue_stats
 from common.monitoring.models import BeatInstance, WorkerHeartbeat
+from common.monitoring.services.xmin_horizon import longest_held, xmin_horizon_holders
 from common.outbox.models import DeliveryAttempt, DeliveryStatus, WebhookDelivery, WebhookEndpoint
 
 logger = logging.getLogger(__name__)
@@ -176,6 +177,24 @@ def attempt_metrics(*, now: datetime) -> list[Metric]:
     return [attempts, durations]
 
 
+def xmin_horizon_metrics(*, now: datetime) -> list[Metric]:
+    """How long the longest holder of this database's xmin horizon has held it, and the horizon's xid age (1 query)."""
+    holders = xmin_horizon_holders()
+    held = longest_held(holders)
+    age = gauge(
+        "xmin_horizon_age_seconds",
+        "Seconds the longest-open transaction holding back the xmin horizon has been open; 0 if none.",
+        ["kind", "application_name", "state"],
+    )
+    if held is None:
+        age.add_metric(["", "", ""], 0.0)
+    else:
+        age.add_metric([held["kind"], held["application_name"] or "", held["state"] or ""], held["age_seconds"])
+    xids = gauge("xmin_horizon_age_transactions", "Age in transaction ids of the oldest xmin held back; 0 if none.")
+    xids.add_metric([], max((h["xid_age"] for h in holders), default=0))
+    return [age, xids]
+
+
 SOURCES: dict[str, Callable[..., list[Metric]]] = {
     "queues": queue_metrics,
     "workers": worker_metrics,
@@ -184,6 +203,7 @@ SOURCES: dict[str, Callable[..., list[Metric]]] = {
     "deliveries": delivery_metrics,
     "endpoints": endpoint_metrics,
     "attempts": attempt_metrics,
+    "xmin_horizon": xmin_horizon_metrics,
 }
 
 

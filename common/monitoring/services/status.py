@@ -15,6 +15,7 @@ from django_celery_results.models import TaskResult
 from common.broker.services.inspection import queue_stats
 from common.broker.services.redis_inspection import is_redis_url, redis_queue_stats
 from common.monitoring.models import BeatInstance, ScheduleFault, WorkerHeartbeat
+from common.monitoring.services.xmin_horizon import longest_held, xmin_horizon_holders
 from common.outbox.services.health import get_outbox_health
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,13 @@ def _outbox_health() -> dict:
         return {"available": False, "error": f"{type(exc).__name__}: {exc}"}
 
 
+def _xmin_horizon() -> dict:
+    try:
+        return {"available": True, "holders": xmin_horizon_holders()}
+    except Exception as exc:  # a status screen reports what it cannot read instead of failing
+        return {"available": False, "error": f"{type(exc).__name__}: {exc}", "holders": []}
+
+
 def task_outcomes(*, since: datetime) -> dict[str, int]:
     """Count of task results per state whose date_done is after `since` (django-celery-results)."""
     rows = TaskResult.objects.filter(date_done__gte=since).values("status").annotate(n=Count("id"))
@@ -144,7 +152,18 @@ def _alarms(report: dict) -> list[dict]:
                     f"(> QUEUE_AGE_ALARM={settings.QUEUE_AGE_ALARM})",
                 }
             )
-    for source in ("queues", "outbox"):
+    held = longest_held(report["xmin_horizon"]["holders"])
+    if held is not None and held["age_seconds"] > settings.XMIN_HORIZON_ALARM_SECONDS:
+        alarms.append(
+            {
+                "code": "XMIN_HORIZON_HELD",
+                "message": f"{held['kind']} pid={held['pid']} application_name={held['application_name']!r} "
+                f"state={held['state']} has held back the xmin horizon for {round(held['age_seconds'])}s "
+                f"(> XMIN_HORIZON_ALARM_SECONDS={settings.XMIN_HORIZON_ALARM_SECONDS}): VACUUM cannot remove "
+                "consumed messages meanwhile, so claims slow down",
+            }
+        )
+    for source in ("queues", "outbox", "xmin_horizon"):
         if not report[source]["available"]:
             alarms.append({"code": "STATUS_UNAVAILABLE", "message": f"{source}: {report[source]['error']}"})
     # Due age, not pending age: deliveries in retry backoff to a down receiver are expected to wait
@@ -193,6 +212,7 @@ def build_status_report() -> dict:
         "beat": beat_state(now=now),
         "queues": _queue_stats(),
         "outbox": _outbox_health(),
+        "xmin_horizon": _xmin_horizon(),
         "tasks_last_hour": task_outcomes(since=now - timedelta(hours=1)),
         "schedule_faults": schedule_faults(),
     }

@@ -59,6 +59,18 @@ def render_status_screen(report: dict) -> str:
             f"  {q['queue']:<10} ready={q['ready']} claimed={q['claimed']} "
             f"oldest_ready={'-' if age is None else f'{age:.1f}s'}"
         )
+    lines += ["", "XMIN HORIZON (oldest first)"]
+    horizon = report["xmin_horizon"]
+    if not horizon["available"]:
+        lines.append(f"  unavailable: {horizon['error']}")
+    elif not horizon["holders"]:
+        lines.append("  (nothing holds it back)")
+    for h in horizon["holders"]:
+        held = "-" if h["age_seconds"] is None else f"{h['age_seconds']:.1f}s"
+        lines.append(
+            f"  {h['kind']:<10} pid={h['pid']} application_name={h['application_name']!r} state={h['state']} "
+            f"held={held} xid_age={h['xid_age']}"
+        )
     lines += ["", "OUTBOX"]
     outbox = report["outbox"]
     if not outbox["available"]:
