@@ -574,7 +574,6 @@ class Transport(stock.Transport):
             compact_above=self.options.compact_above,
         )
         self._upkeeper: threading.Thread | None = None
-        self._next_sweep = 0.0  # when the rescue pass next marks orphans (see _rescue)
 
     def establish_connection(self) -> Any:
         # Prove the database answers, so Celery's connection retry (with backoff) sees a real failure.
@@ -772,14 +771,9 @@ class Transport(stock.Transport):
         channel = self._consuming_channel()
         if channel is None:
             return None
-        sweep = monotonic() >= self._next_sweep
-        began = monotonic()
-        ready, next_due = _rescue_pass(channel, self.options, sweep=sweep)
-        if sweep:
-            # Marking orphans walks every claimed row version VACUUM may not remove yet (while an old transaction
-            # holds the horizon, all of them): it then runs at most a tenth of the time, so claims and acks on this
-            # connection never wait behind it for long. Only the rescue of a dead worker's rows waits longer.
-            self._next_sweep = monotonic() + 9 * (monotonic() - began)
+        # Marking orphans walks every claimed row version VACUUM may not remove yet; spacing it out under a held
+        # xmin delayed the rescue of a killed worker's tasks past 5 s (test_resume_after_kill), so it runs each pass.
+        ready, next_due = _rescue_pass(channel, self.options, sweep=True)
         if ready:  # wake our own claims too (the restore trigger's NOTIFY wakes everyone else)
             self.cursors.reset()  # the rows made ready are behind the cursors
             self.known_empty.clear()
