@@ -30,6 +30,7 @@ from common.broker.services.transactional import enqueue_in_transaction
 from common.broker.tasks import cleanup_broker_messages_task
 from common.broker.transport import Transport, dispose_engines
 from common.broker.waker import MIN_GAP, process_waker
+from common.database_urls import database_url_for
 from tests.broker.conftest import message_rows
 from tests.broker.tasks import record
 from tests.processes import PROJECT_DIR
@@ -451,11 +452,12 @@ def test_cancel_marks_reach_the_holder_in_its_rescue_pass_and_a_claimer_in_the_c
 
 
 @contextlib.contextmanager
-def database_refusing_connections(broker_url: str):
+def database_refusing_connections():
     """New connections to the test database fail (as while PostgreSQL restarts); open ones are unaffected."""
     name = connection.ops.quote_name(connection.settings_dict["NAME"])
-    # A database cannot refuse connections from inside itself: the switch goes through the postgres database.
-    admin_url = broker_url.removeprefix("sqla+").replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres"
+    # A database cannot refuse connections from inside itself: the switch goes through the postgres database
+    # (same server, user and options: the embedded server is reached through a socket directory option).
+    admin_url = database_url_for({**connection.settings_dict, "NAME": "postgres"})
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
         try:
@@ -464,14 +466,14 @@ def database_refusing_connections(broker_url: str):
             admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
 
 
-def test_an_ack_that_fails_with_the_connection_is_retried_after_reconnecting_not_left_to_the_lease(connect, broker_url):
+def test_an_ack_that_fails_with_the_connection_is_retried_after_reconnecting_not_left_to_the_lease(connect):
     # A lease of an hour: only the retried ack can remove the row within this test.
     conn = connect(rescue_interval=0.2, rescue_grace=0.5, restart_grace=0, visibility_timeout=3600)
     publish(conn, {"n": 1})
     [(_body, message)] = consume(conn, 1, ack=False)  # also starts the keeper thread, whose rescue pass retries
     channel = conn.default_channel
     [(row_id, _visible, _version)] = rows()
-    with database_refusing_connections(broker_url):
+    with database_refusing_connections():
         # The channel's session, and the idle pooled ones (of earlier tests) the ack's retry could take instead.
         with connection.cursor() as cursor:
             cursor.execute(
