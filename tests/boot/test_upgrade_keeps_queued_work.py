@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 from django_celery_results.models import TaskResult
 
+from tests.databases import sibling_database_url
 from tests.outbox.receiver import Receiver
 from tests.processes import PROJECT_DIR, celery_command, wait_until
 
@@ -59,10 +60,7 @@ def upgrade_database(test_database_url):
     name = f"upgrade_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(test_database_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    url = test_database_url.rsplit("/", 1)[0] + f"/{name}"
-    if "?" in test_database_url:
-        url += "?" + test_database_url.split("?", 1)[1]
-    yield url
+    yield sibling_database_url(name)
     with psycopg.connect(test_database_url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -8,6 +8,7 @@ import uuid
 import psycopg
 import pytest
 
+from tests.databases import sibling_database_url
 from tests.processes import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -17,10 +18,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def other_database(test_database_url):
     """A second, empty database on the same server; dropped at teardown."""
     name = f"doorito_broker_other_{uuid.uuid4().hex[:8]}"
-    admin_url = test_database_url.rsplit("/", 1)[0] + "/postgres"
+    admin_url = sibling_database_url("postgres")
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
-    yield test_database_url.rsplit("/", 1)[0] + "/" + name
+    yield sibling_database_url(name)
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -30,9 +30,9 @@ from common.broker.services.transactional import enqueue_in_transaction
 from common.broker.tasks import cleanup_broker_messages_task
 from common.broker.transport import Transport, dispose_engines
 from common.broker.waker import MIN_GAP, process_waker
-from common.database_urls import database_url_for
 from tests.broker.conftest import message_rows
 from tests.broker.tasks import record
+from tests.databases import sibling_broker_url, sibling_database_url
 from tests.processes import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -309,10 +309,10 @@ def test_a_foreign_broker_is_not_joined_to_the_transaction(test_database_url):
 
 def test_no_schema_is_created_at_connect(broker_url):
     name = f"doorito_broker_empty_{uuid.uuid4().hex[:8]}"
-    admin_url = broker_url.removeprefix("sqla+").replace("+psycopg", "").rsplit("/", 1)[0] + "/postgres"
+    admin_url = sibling_database_url("postgres")
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
-    empty_url = broker_url.rsplit("/", 1)[0] + "/" + name
+    empty_url = sibling_broker_url(name)
     try:
         conn = Connection(empty_url, transport_options={})
         conn.transport_cls = Transport
@@ -457,7 +457,7 @@ def database_refusing_connections():
     name = connection.ops.quote_name(connection.settings_dict["NAME"])
     # A database cannot refuse connections from inside itself: the switch goes through the postgres database
     # (same server, user and options: the embedded server is reached through a socket directory option).
-    admin_url = database_url_for({**connection.settings_dict, "NAME": "postgres"})
+    admin_url = sibling_database_url("postgres")
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
         try:
