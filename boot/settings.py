@@ -176,6 +176,8 @@ class Base(Configuration):
     BROKER_VACUUM_THRESHOLD = setting(EnvInt, 1000)
     # MB (table + indexes) past which a mostly empty kombu_message is compacted by VACUUM FULL (0: never).
     BROKER_COMPACT_ABOVE_MB = setting(EnvInt, 8)
+    # Seconds a process trusts what it read of the event/heartbeat bindings (a new binding is announced at once).
+    BROKER_BINDING_CACHE_SECONDS = setting(EnvFloat, 30.0)
     # Seconds between runs of common.broker.tasks.cleanup_broker_messages_task.
     BROKER_CLEANUP_INTERVAL = setting(EnvInt, 3600)
     # Doorito's tasks ack after they run (at-least-once): see docs/tasks.md "Acknowledgement".

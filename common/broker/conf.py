@@ -59,7 +59,9 @@ def configure(config: Any) -> None:
             f"BROKER_RESCUE_AFTER_RESTART: must be >= 0, got {config.BROKER_RESCUE_AFTER_RESTART}"
         )
     require_at_least(config, names=("BROKER_CLAIM_BATCH", "BROKER_CLEANUP_INTERVAL"), minimum=1)
-    require_at_least(config, names=("BROKER_VACUUM_THRESHOLD", "BROKER_COMPACT_ABOVE_MB"), minimum=0)
+    require_at_least(
+        config, names=("BROKER_VACUUM_THRESHOLD", "BROKER_COMPACT_ABOVE_MB", "BROKER_BINDING_CACHE_SECONDS"), minimum=0
+    )
     _check_transport_class(config.BROKER_TRANSPORT_CLASS)
     if config.CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy+")):
         # The URL keeps kombu's sqla+ form; the alias decides which class serves it.
@@ -75,6 +77,7 @@ def configure(config: Any) -> None:
                 "restart_grace": config.BROKER_RESCUE_AFTER_RESTART,
                 "vacuum_threshold": config.BROKER_VACUUM_THRESHOLD,
                 "compact_above": config.BROKER_COMPACT_ABOVE_MB * 2**20,
+                "binding_cache_seconds": config.BROKER_BINDING_CACHE_SECONDS,
             }
         # broker_cancel marks reach workers through the transport (common.broker.cancel_check): no per-task hook.
     route_tasks(config, queues=TASK_QUEUES)

@@ -13,7 +13,7 @@ Durable task queues stay in memory only, as before.
   next prune deletes its binding and its queue's messages. A channel that reconnects re-binds;
 - no-ack consumers (remote control, replies, events) take their rows with a DELETE: nobody acks them;
 - cost when nobody listens: a topic exchange (Celery's events, the worker's heartbeats) reads the shared
-  bindings at most once per BINDING_CACHE_SECONDS per process, never once per message; a new binding
+  bindings at most once per BROKER_BINDING_CACHE_SECONDS per process, never once per message; a new binding
   NOTIFYs, so a consuming process (a worker) sees it at once. A direct exchange reads them only when no
   binding is known locally (replies); a fanout publish reads them once (control commands are rare).
 """
@@ -28,13 +28,10 @@ import psycopg
 from kombu.transport import sqlalchemy as stock
 from kombu.transport.virtual.exchange import STANDARD_EXCHANGE_TYPES, DirectExchange, TopicExchange
 
+from common.broker.options import TransportOptions
+
 logger = logging.getLogger(__name__)
 
-# How long a process trusts what it read of a topic exchange's bindings. A new binding NOTIFYs (consuming
-# processes forget the cache at once), but a receiver that dies says nothing: this bounds how long events
-# still go to its queue (the next prune deletes them). And a publisher with nobody listening reads at most
-# once per this.
-BINDING_CACHE_SECONDS = 30.0
 # The NOTIFY channel of new bindings; its payload is the exchange.
 BINDINGS_CHANNEL = "kombu_binding_changed"
 # (broker URL, exchange) -> (monotonic expiry, live (routing key, queue) bindings), for the whole process.
@@ -141,6 +138,7 @@ class FanoutChannel(stock.Channel):
 
     supports_fanout = True
     _url: str  # the broker URL (set by the transport's Channel)
+    options: TransportOptions  # set by the transport's Channel
     # Deliveries to a queue another process made (and may have dropped and made again) survive a stale queue id.
     exchange_types = {**STANDARD_EXCHANGE_TYPES, "direct": _DirectExchange, "topic": _TopicExchange}
 
@@ -230,7 +228,9 @@ class FanoutChannel(stock.Channel):
         cached = _topic_cache.get(key)
         if cached is None or cached[0] <= monotonic():
             # The expiry counts from before the read: a NOTIFY that arrives during it is not missed for long.
-            expires = monotonic() + BINDING_CACHE_SECONDS
+            # A new binding NOTIFYs (consuming processes forget the cache at once), but a receiver that dies says
+            # nothing: the option bounds how long events still go to its queue (the next prune deletes them).
+            expires = monotonic() + self.options.binding_cache_seconds
             cached = _topic_cache[key] = (expires, self._shared_bindings(exchange, None))
         return cached[1]
 

@@ -19,6 +19,7 @@ OWN_OPTIONS = frozenset(
         "restart_grace",
         "vacuum_threshold",
         "compact_above",
+        "binding_cache_seconds",
     }
 )
 KOMBU_OPTIONS = frozenset(
@@ -86,6 +87,8 @@ class TransportOptions:
     vacuum_threshold: int
     # Bytes (table + indexes) past which a mostly empty kombu_message is compacted (0: never).
     compact_above: int
+    # Seconds a process trusts what it read of a topic exchange's shared bindings (see common.broker.fanout).
+    binding_cache_seconds: float
     engine_options: dict[str, Any]
 
     @classmethod
@@ -106,10 +109,11 @@ class TransportOptions:
             restart_grace=float(options.get("restart_grace", 30.0)),
             vacuum_threshold=int(options.get("vacuum_threshold", 1000)),
             compact_above=int(options.get("compact_above", 8 * 2**20)),
+            binding_cache_seconds=float(options.get("binding_cache_seconds", 30.0)),
             engine_options={k: v for k, v in options.items() if k in ENGINE_OPTIONS},
         )
         positive = ("polling_interval", "visibility_timeout", "rescue_interval", "rescue_grace")
-        non_negative = ("restart_grace", "vacuum_threshold", "compact_above")
+        non_negative = ("restart_grace", "vacuum_threshold", "compact_above", "binding_cache_seconds")
         if (
             any(getattr(parsed, name) <= 0 for name in positive)
             or parsed.claim_batch < 1
