@@ -100,10 +100,10 @@ def test_ack_deletes_the_row_and_reject_requeues_it(connect):
     assert message_rows() == 0
 
 
-def test_claim_skips_locked_rows_and_concurrent_consumers_never_share(connect, broker_url):
+def test_claim_skips_locked_rows_and_concurrent_consumers_never_share(connect, test_database_url):
     publish(connect(), *({"n": n} for n in range(400)))
     # Another transaction holds the oldest row: a claim must skip it, not wait for it.
-    with psycopg.connect(broker_url.removeprefix("sqla+").replace("+psycopg", "")) as locker:
+    with psycopg.connect(test_database_url) as locker:
         locker.execute("SELECT id FROM kombu_message ORDER BY id LIMIT 1 FOR UPDATE")
         results: list[list] = [[], []]
         everything: list = []
@@ -269,8 +269,8 @@ def test_cleanup_command_and_task_prune_what_is_spent(connect, capsys):
     }
 
 
-def test_transactional_enqueue_exists_iff_the_transaction_commits(test_database_url, clean_broker, broker_url):
-    listener = psycopg.connect(broker_url.removeprefix("sqla+").replace("+psycopg", ""), autocommit=True)
+def test_transactional_enqueue_exists_iff_the_transaction_commits(test_database_url, clean_broker):
+    listener = psycopg.connect(test_database_url, autocommit=True)
     with transaction.atomic():
         committed = enqueue_in_transaction(task=record, args=("tx-commit",))
         # Not visible to anyone else until the commit.
@@ -319,7 +319,7 @@ def test_no_schema_is_created_at_connect(broker_url):
         with pytest.raises(psycopg.errors.UndefinedTable):
             conn.default_channel._new_queue("x")
         conn.release()
-        with psycopg.connect(empty_url.removeprefix("sqla+").replace("+psycopg", "")) as check:
+        with psycopg.connect(sibling_database_url(name)) as check:
             assert check.execute("SELECT to_regclass('kombu_message')").fetchone()[0] is None
     finally:
         from common.broker.transport import dispose_engines
@@ -498,16 +498,16 @@ def notifications(listener: psycopg.Connection, quiet: float = 0.5) -> list[str]
     return [notify.payload for notify in listener.notifies(timeout=quiet)]
 
 
-def listening(broker_url: str) -> psycopg.Connection:
-    listener = psycopg.connect(broker_url.removeprefix("sqla+").replace("+psycopg", ""), autocommit=True)
+def listening(database_url: str) -> psycopg.Connection:
+    listener = psycopg.connect(database_url, autocommit=True)
     listener.execute(f"LISTEN {transport.sql.NOTIFY_CHANNEL}")
     return listener
 
 
-def test_a_burst_of_publishes_is_woken_by_few_notifies_sent_after_the_last_commit(connect, broker_url):
+def test_a_burst_of_publishes_is_woken_by_few_notifies_sent_after_the_last_commit(connect, test_database_url):
     conn = connect()
     publish(conn, {"n": -1})  # declares the queue
-    with listening(broker_url) as listener:
+    with listening(test_database_url) as listener:
         notifications(listener)
         started = time.monotonic()
         publish(conn, *({"n": n} for n in range(200)))
@@ -520,7 +520,7 @@ def test_a_burst_of_publishes_is_woken_by_few_notifies_sent_after_the_last_commi
     assert message_rows() == 201
 
 
-def test_a_process_that_publishes_and_exits_at_once_still_wakes_consumers(connect, broker_url):
+def test_a_process_that_publishes_and_exits_at_once_still_wakes_consumers(connect, broker_url, test_database_url):
     script = (
         "import sys; from kombu import Connection, Exchange, Producer, Queue\n"
         "from common.broker.transport import Transport\n"
@@ -530,7 +530,7 @@ def test_a_process_that_publishes_and_exits_at_once_still_wakes_consumers(connec
         " declare=[queue])\n"
     )
     publish(connect(), {"n": 0})  # declares the queue
-    with listening(broker_url) as listener:
+    with listening(test_database_url) as listener:
         notifications(listener)
         subprocess.run([sys.executable, "-c", script, broker_url], cwd=PROJECT_DIR, check=True, timeout=60)
         # Its waker thread is a daemon: the wake-up is flushed at exit, not lost with the thread.
@@ -538,8 +538,8 @@ def test_a_process_that_publishes_and_exits_at_once_still_wakes_consumers(connec
     assert message_rows() == 2
 
 
-def test_a_publish_on_a_connection_released_at_once_still_wakes_consumers(broker_url, clean_broker):
-    with listening(broker_url) as listener:
+def test_a_publish_on_a_connection_released_at_once_still_wakes_consumers(broker_url, test_database_url, clean_broker):
+    with listening(test_database_url) as listener:
         conn = Connection(broker_url, transport_options={})
         conn.transport_cls = Transport
         publish(conn, {"n": 1})
