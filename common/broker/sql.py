@@ -39,7 +39,9 @@ INSERT_SCHEDULED = (
     "VALUES (nextval('message_id_sequence'), false, %s, %s, -2, %s)"
 )
 
-# ready -> claimed, recording the claiming backend. The ARRAY() sub-select runs once (an InitPlan), then
+# ready -> claimed, recording the claiming backend; and the acks this process gathered since its last round
+# trip deleted in the same statement (%(acks)s: acked rows, disjoint from the ready ones it claims), so a busy
+# worker spends one round trip per task, not two. The ARRAY() sub-select runs once (an InitPlan), then
 # the UPDATE touches exactly the locked rows. The third column says whether broker_cancel marked the task:
 # the EXISTS over pending marks is an InitPlan too, so with no marks no payload is parsed.
 # `id > %(after)s` is the claim cursor (the highest id this process claimed from the queue): the index scan
@@ -47,7 +49,8 @@ INSERT_SCHEDULED = (
 # until VACUUM may remove them (never, while an old transaction holds the xmin horizon). LOOK_BACK finds
 # ready rows the cursor passed (restored, due, or committed after a higher id) and lowers it.
 CLAIM = (
-    "WITH claimed AS (UPDATE kombu_message SET visible = false, version = -1, "
+    "WITH acked AS (DELETE FROM kombu_message WHERE id = ANY(%(acks)s)), "
+    "claimed AS (UPDATE kombu_message SET visible = false, version = -1, "
     "timestamp = now() AT TIME ZONE 'UTC', claimer_pid = %(pid)s, claimer_started = %(started)s "
     "WHERE id = ANY(ARRAY(SELECT id FROM kombu_message WHERE queue_id = %(queue)s AND visible "
     "AND id > %(after)s ORDER BY id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)) RETURNING id, payload) "
@@ -56,7 +59,7 @@ CLAIM = (
     "AND c.task_id = (claimed.payload::json -> 'headers' ->> 'id')) ELSE false END FROM claimed"
 )
 
-# ack (or reject without requeue): the row is gone.
+# ack (or reject without requeue): the row is gone. Acks go out in batches (see Channel.basic_ack).
 DELETE_ROWS = "DELETE FROM kombu_message WHERE id = ANY(%s)"
 
 # claimed -> ready: the holder gives rows back (reject with requeue, shutdown, cancelled consumer).

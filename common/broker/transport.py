@@ -184,6 +184,10 @@ class Channel(FanoutChannel):
         self._row_ids: dict[str, int] = {}  # delivery tag -> kombu_message.id this process holds (claimed)
         self._released: dict[str, int] = {}  # restored rows a late ack still deletes (the task ran after all)
         self._pending_acks: set[int] = set()  # rows whose DELETE failed with the connection: the rescue pass retries
+        # Acked rows not yet deleted: the consuming thread's next claim deletes them in its round trip, or its
+        # next flush (before it delivers or waits), or at the latest the keeper's rescue pass.
+        self._acks_due: list[int] = []
+        self._acks_lock = threading.Lock()
         self._buffers: dict[str, deque] = {}  # queue -> claimed rows not yet delivered
         super().__init__(connection, **kwargs)
         _channels.add(self)
@@ -224,6 +228,8 @@ class Channel(FanoutChannel):
         self._row_ids.clear()
         self._released.clear()
         self._pending_acks.clear()
+        self._acks_due = []
+        self._acks_lock = threading.Lock()  # a fork while another thread held it would leave it held here
         self._buffers.clear()
         self._forget_shared_state()
         self._pid = os.getpid()
@@ -344,6 +350,9 @@ class Channel(FanoutChannel):
                 transport.known_empty.add(queue_id)
                 raise Empty()
             buffer.extend(rows)
+        else:
+            # The delivery may block (Celery's pool waits for a free child): the acks gathered go out first.
+            self.flush_acks()
         row_id, payload = buffer.popleft()
         message = loads(payload)
         if queue not in self._no_ack_queues:  # a taken row is gone already: nothing to ack
@@ -355,8 +364,15 @@ class Channel(FanoutChannel):
         before any is delivered."""
         cursors = cast("Transport", self.connection).cursors
         after, generation = cursors.begin(queue_id)
+        acks = self._take_acks()
         began = monotonic() if claim_observers else 0.0
-        rows = self._run_as_claimer(sql.CLAIM, {"queue": queue_id, "limit": self._claim_size(), "after": after})
+        try:
+            rows = self._run_as_claimer(
+                sql.CLAIM, {"queue": queue_id, "limit": self._claim_size(), "after": after, "acks": acks}
+            )
+        except Exception:
+            self._pending_acks.update(acks)  # still held by us: the rescue pass deletes them after reconnecting
+            raise
         for observer in claim_observers:
             observer(monotonic() - began, len(rows))
         if rows:
@@ -371,33 +387,49 @@ class Channel(FanoutChannel):
         return max(1, min(self.options.claim_batch, room or self.options.claim_batch))
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        # Celery acks from its pool's result thread while the main thread consumes: the ack only joins the
+        # batch (the row stays held, so nobody runs it again) and wakes the consuming thread, whose next round
+        # trip deletes it. A worker killed in between runs the task again, as one killed just before its ack.
         row_id = self._row_ids.get(delivery_tag, self._released.get(delivery_tag))
         if row_id is not None:
-            self._delete_or_defer(row_id)
-            self._row_ids.pop(delivery_tag, None)
-            self._released.pop(delivery_tag, None)
             if self.closed:
                 # A late ack after a reconnect still deletes the row (no second run), then lets go of the connection.
+                self._delete_or_defer([row_id])
                 self._drop_connection(broken=False)
+            else:
+                with self._acks_lock:
+                    self._acks_due.append(row_id)
+            self._row_ids.pop(delivery_tag, None)
+            self._released.pop(delivery_tag, None)
         super().basic_ack(delivery_tag, multiple=multiple)
         self._wake_consumer()
 
-    def _delete_or_defer(self, row_id: int) -> None:
-        """Delete an acked row; if the database cannot be reached, the rescue pass deletes it after reconnecting."""
+    def _take_acks(self) -> list[int]:
+        with self._acks_lock:
+            acks, self._acks_due = self._acks_due, []
+        return acks
+
+    def flush_acks(self) -> None:
+        """Delete the rows acked since the last round trip (deferred to the rescue pass if the database is away)."""
+        if self._acks_due and os.getpid() == self._pid:
+            self._delete_or_defer(self._take_acks())
+
+    def _delete_or_defer(self, row_ids: list[int]) -> None:
+        """Delete acked rows; if the database cannot be reached, the rescue pass deletes them after reconnecting."""
         try:
-            self._run(sql.DELETE_ROWS, ([row_id],))
+            self._run(sql.DELETE_ROWS, (row_ids,))
         except CONNECTION_ERRORS as exc:
-            # Still held (re-owned by the rescue pass), so nobody runs it again meanwhile.
-            self._pending_acks.add(row_id)
+            # Still held (re-owned by the rescue pass), so nobody runs them again meanwhile.
+            self._pending_acks.update(row_ids)
             logger.warning(
-                "broker.ack_deferred", extra={"event": "broker.ack_deferred", "row": row_id, "error": str(exc)}
+                "broker.ack_deferred", extra={"event": "broker.ack_deferred", "rows": row_ids, "error": str(exc)}
             )
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         row_id = self._row_ids.pop(delivery_tag, self._released.pop(delivery_tag, None))
         if row_id is not None:
             if not requeue:
-                self._delete_or_defer(row_id)
+                self._delete_or_defer([row_id])
             else:
                 # If the database cannot be reached, the row is no longer held: the rescue pass requeues it.
                 self._restore_ids([row_id])
@@ -423,14 +455,24 @@ class Channel(FanoutChannel):
             # Closing restored (or tried to restore) what it held; a row it could not restore is rescued
             # like a dead consumer's. A later ack of a task that ran on still deletes its row.
             return list(self._pending_acks)
-        ids = [*self._row_ids.values(), *self._pending_acks]
+        ids = [*self._row_ids.values(), *self.pending_acks()]
         for buffer in list(self._buffers.values()):
             ids.extend(row_id for row_id, _ in list(buffer))
         return ids
 
     def pending_acks(self) -> list[int]:
-        """Rows acked while the database could not be reached (not yet deleted)."""
-        return list(self._pending_acks) if os.getpid() == self._pid else []
+        """Rows acked but not yet deleted (gathered for the next round trip, or acked while the database was away)."""
+        if os.getpid() != self._pid:
+            return []
+        with self._acks_lock:
+            return [*self._pending_acks, *self._acks_due]
+
+    def forget_acks(self, row_ids: list[int]) -> None:
+        """These acked rows are deleted."""
+        done = set(row_ids)
+        self._pending_acks.difference_update(done)
+        with self._acks_lock:
+            self._acks_due = [row_id for row_id in self._acks_due if row_id not in done]
 
     def _restore_tags(self, tags: Iterable[str]) -> None:
         restored = {tag: self._row_ids.pop(tag) for tag in tags if tag in self._row_ids}
@@ -468,6 +510,7 @@ class Channel(FanoutChannel):
         if not was_closed:
             # The waker may be about to send this channel's last wake-ups on its connection.
             process_waker().flush(timeout=2.0)
+            self.flush_acks()
         super().close()  # cancels consumers (restoring their buffers) and restores unacked rows
         if not was_closed:
             for queue in list(self._buffers):
@@ -516,7 +559,7 @@ def _rescue_pass(channel: Channel, options: TransportOptions, *, sweep: bool) ->
     }
     [(_acked, ready, marks, next_due)] = channel._run_as_claimer(sql.RESCUE, params)
     for owner in list(_channels):
-        owner._pending_acks.difference_update(acks)
+        owner.forget_acks(acks)
     if marks:
         _announce_cancelled(set(marks))
     return ready, None if next_due is None else float(next_due)
@@ -670,6 +713,8 @@ class Transport(stock.Transport):
                 return
             except Empty:
                 pass
+            for channel in list(self.channels or []):  # nothing to deliver: the acks gathered go out before a wait
+                cast(DooritoChannel, channel).flush_acks()
             wait_until = self._next_poll
             if deadline is not None:
                 if now >= deadline:

@@ -784,7 +784,7 @@ def held_statement_costs(consumed: int) -> None:
     db.execute("TRUNCATE kombu_message")
     queue_id = db.execute(sql.QUEUE_ID, {"name": QUEUE}).fetchone()[0]
     pid, started, _ = db.execute(sql.SESSION_SETUP).fetchone()
-    claimer = {"pid": pid, "started": started, "queue": queue_id, "limit": 4}
+    claimer = {"pid": pid, "started": started, "queue": queue_id, "limit": 4, "acks": []}
     rescue = {**claimer, "held": [], "acks": [], "grace": 2.0, "restart_grace": 30.0}
     payload = '{"headers": {"id": "x"}, "body": "' + "x" * 600 + '"}'
     insert = (

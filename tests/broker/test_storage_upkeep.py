@@ -69,7 +69,7 @@ def test_claims_and_rescue_passes_under_a_held_xmin_skip_the_messages_already_co
 
     # The 1500 consumed messages' dead index entries are all still there (the held xmin keeps them): a claim
     # from the queue's start walks them, the transport's claim starts after them.
-    claim = {"pid": 1, "started": None, "queue": queue_id, "limit": 1}
+    claim = {"pid": 1, "started": None, "queue": queue_id, "limit": 1, "acks": []}
     from_start = buffers(test_database_url, sql.CLAIM, **claim, after=0)
     ours = buffers(test_database_url, sql.CLAIM, **claim, after=after)
     assert from_start > 300
