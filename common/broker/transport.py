@@ -183,10 +183,12 @@ class Channel(FanoutChannel):
         self._db_lock = threading.RLock()
         self._row_ids: dict[str, int] = {}  # delivery tag -> kombu_message.id this process holds (claimed)
         self._released: dict[str, int] = {}  # restored rows a late ack still deletes (the task ran after all)
-        self._pending_acks: set[int] = set()  # rows whose DELETE failed with the connection: the rescue pass retries
-        # Acked rows not yet deleted: the consuming thread's next claim deletes them in its round trip, or its
-        # next flush (before it delivers or waits), or at the latest the keeper's rescue pass.
+        # Acked rows not yet deleted, in two hands (never both, so two sessions never wait on each other's DELETE):
+        # - due: the consuming thread's next claim deletes them in its round trip, or its next flush (before it
+        #   delivers or waits); each rescue pass hands those still here over to
+        # - pending: the keeper's rescue pass deletes them (and those whose DELETE failed with the connection).
         self._acks_due: list[int] = []
+        self._pending_acks: set[int] = set()
         self._acks_lock = threading.Lock()
         self._buffers: dict[str, deque] = {}  # queue -> claimed rows not yet delivered
         super().__init__(connection, **kwargs)
@@ -344,10 +346,12 @@ class Channel(FanoutChannel):
             transport = cast("Transport", self.connection)
             if queue_id in transport.known_empty:
                 raise Empty()
+            news = transport.news
             no_ack = queue in self._no_ack_queues
             rows = self._take(queue_id, self.options.claim_batch) if no_ack else self._claim(queue_id)
             if not rows:
-                transport.known_empty.add(queue_id)
+                if transport.news == news:  # else another thread made rows ready while this claim ran
+                    transport.known_empty.add(queue_id)
                 raise Empty()
             buffer.extend(rows)
         else:
@@ -371,7 +375,7 @@ class Channel(FanoutChannel):
                 sql.CLAIM, {"queue": queue_id, "limit": self._claim_size(), "after": after, "acks": acks}
             )
         except Exception:
-            self._pending_acks.update(acks)  # still held by us: the rescue pass deletes them after reconnecting
+            self._defer_acks(acks)  # still held by us: the rescue pass deletes them after reconnecting
             raise
         for observer in claim_observers:
             observer(monotonic() - began, len(rows))
@@ -381,6 +385,13 @@ class Channel(FanoutChannel):
         if cancelled:
             _announce_cancelled(cancelled)
         return sorted((row_id, payload) for row_id, payload, _ in rows)
+
+    def claimer_identity(self) -> tuple[int, datetime.datetime]:
+        """(pid, backend_start) of the session this channel claims on (connecting first if it has none)."""
+        with self._db_lock:
+            self._connection()
+            assert self._backend is not None
+            return self._backend
 
     def _claim_size(self) -> int:
         room = self.qos.can_consume_max_estimate() if self._qos is not None else None
@@ -409,6 +420,10 @@ class Channel(FanoutChannel):
             acks, self._acks_due = self._acks_due, []
         return acks
 
+    def _defer_acks(self, row_ids: list[int]) -> None:
+        with self._acks_lock:
+            self._pending_acks.update(row_ids)
+
     def flush_acks(self) -> None:
         """Delete the rows acked since the last round trip (deferred to the rescue pass if the database is away)."""
         if self._acks_due and os.getpid() == self._pid:
@@ -420,7 +435,7 @@ class Channel(FanoutChannel):
             self._run(sql.DELETE_ROWS, (row_ids,))
         except CONNECTION_ERRORS as exc:
             # Still held (re-owned by the rescue pass), so nobody runs them again meanwhile.
-            self._pending_acks.update(row_ids)
+            self._defer_acks(row_ids)
             logger.warning(
                 "broker.ack_deferred", extra={"event": "broker.ack_deferred", "rows": row_ids, "error": str(exc)}
             )
@@ -454,7 +469,8 @@ class Channel(FanoutChannel):
         if self.closed:
             # Closing restored (or tried to restore) what it held; a row it could not restore is rescued
             # like a dead consumer's. A later ack of a task that ran on still deletes its row.
-            return list(self._pending_acks)
+            with self._acks_lock:
+                return list(self._pending_acks)
         ids = [*self._row_ids.values(), *self.pending_acks()]
         for buffer in list(self._buffers.values()):
             ids.extend(row_id for row_id, _ in list(buffer))
@@ -467,12 +483,19 @@ class Channel(FanoutChannel):
         with self._acks_lock:
             return [*self._pending_acks, *self._acks_due]
 
+    def acks_for_rescue(self) -> list[int]:
+        """Acked rows not yet deleted, all now the rescue pass's to delete (the consuming thread no longer will)."""
+        if os.getpid() != self._pid:
+            return []
+        with self._acks_lock:
+            self._pending_acks.update(self._acks_due)
+            self._acks_due = []
+            return list(self._pending_acks)
+
     def forget_acks(self, row_ids: list[int]) -> None:
         """These acked rows are deleted."""
-        done = set(row_ids)
-        self._pending_acks.difference_update(done)
         with self._acks_lock:
-            self._acks_due = [row_id for row_id in self._acks_due if row_id not in done]
+            self._pending_acks.difference_update(row_ids)
 
     def _restore_tags(self, tags: Iterable[str]) -> None:
         restored = {tag: self._row_ids.pop(tag) for tag in tags if tag in self._row_ids}
@@ -520,12 +543,12 @@ class Channel(FanoutChannel):
 
 
 def _held_by_process() -> tuple[list[int], list[int]]:
-    """(rows this process holds, rows it acked while the database was unreachable), over all its channels."""
+    """(rows this process holds, acked rows not yet deleted: from now on the rescue pass's), over all its channels."""
     pid = os.getpid()
     held: list[int] = []
     acks: list[int] = []
     for owner in [c for c in list(_channels) if c._pid == pid]:
-        pending = owner.pending_acks()
+        pending = owner.acks_for_rescue()
         acks.extend(pending)
         held.extend(row_id for row_id in owner.in_flight_ids() if row_id not in pending)
     return held, acks
@@ -546,18 +569,25 @@ def scheduled_for(message: dict) -> datetime.datetime | None:
     return due if due > now + SCHEDULE_MARGIN else None
 
 
-def _rescue_pass(channel: Channel, options: TransportOptions, *, sweep: bool) -> tuple[int, float | None]:
-    """Re-own, retry deferred acks, rescue dead claimers' rows (marking them orphaned first only if `sweep`),
-    make due ones ready; (rows made ready, seconds until the next is due)."""
+def _rescue_pass(
+    channel: Channel, options: TransportOptions, db: psycopg.Connection, *, sweep: bool
+) -> tuple[int, float | None]:
+    """Re-own for `channel`'s session, retry deferred acks, rescue dead claimers' rows (marking them orphaned
+    first only if `sweep`), make due ones ready, on connection `db`; (rows made ready, seconds until next due)."""
     held, acks = _held_by_process()
+    pid, started = channel.claimer_identity()
     params = {
         "held": held,
         "acks": acks,
         "grace": options.rescue_grace,
         "restart_grace": options.restart_grace,
         "sweep": sweep,
+        "pid": pid,
+        "started": started,
     }
-    [(_acked, ready, marks, next_due)] = channel._run_as_claimer(sql.RESCUE, params)
+    row = db.execute(sql.RESCUE, params).fetchone()
+    assert row is not None  # one row: the statement's final SELECT has no FROM
+    _acked, ready, marks, next_due = row
     for owner in list(_channels):
         owner.forget_acks(acks)
     if marks:
@@ -600,6 +630,9 @@ class Transport(stock.Transport):
         self.polling_interval = self.options.polling_interval
         self._pid = os.getpid()
         self.known_empty: set[int] = set()
+        # Bumped by rows_may_be_ready(): a claim that found nothing marks its queue empty only if no other thread
+        # made rows ready meanwhile (its snapshot may predate them, and the wake-up came before it ended).
+        self.news = 0
         self._listener: psycopg.Connection | None = None
         # A self-pipe lets an ack (from any thread) interrupt the wait; made when consuming starts.
         self._wake_read = self._wake_write = -1
@@ -608,6 +641,9 @@ class Transport(stock.Transport):
         # apply_async whenever every child is busy, for as long as a task runs.
         self._keeper: threading.Thread | None = None
         self._keeper_stop = threading.Event()
+        # The keeper's own connection: under a held xmin a rescue pass walks every claimed row version VACUUM
+        # may not remove yet; on the claiming channel's connection each claim would wait for it.
+        self._keeper_db: psycopg.Connection | None = None
         # Claim cursors, and the storage upkeep that looks back behind them and vacuums (its own thread).
         self.cursors = ClaimCursors()
         self._upkeep = StorageUpkeep(
@@ -624,6 +660,12 @@ class Transport(stock.Transport):
         self._avail_channels[-1]._run("SELECT 1")
         return result
 
+    def rows_may_be_ready(self) -> None:
+        """Another thread of this process made rows ready (or found them behind a cursor): claim again at once."""
+        self.news += 1
+        self.known_empty.clear()
+        self.wake()
+
     def wake(self) -> None:
         """Interrupt a consumer waiting for notifications (capacity was freed by an ack)."""
         if self._wake_write >= 0 and os.getpid() == self._pid:  # a forked child must not wake its parent
@@ -633,6 +675,9 @@ class Transport(stock.Transport):
     def _forget_parent_state(self) -> None:
         """In a forked child: leave the parent's LISTEN connection alone and make our own wake pipe."""
         self._keeper = self._upkeeper = None  # the parent's threads do not exist here
+        if self._keeper_db is not None:
+            _inherited.append(self._keeper_db)  # the parent's session: never closed from here
+            self._keeper_db = None
         self.cursors.reset()
         if self._listener is not None:
             _inherited.append(self._listener)
@@ -742,18 +787,18 @@ class Transport(stock.Transport):
                     return
                 try:
                     if self._upkeep.run():  # rows ready behind a cursor: claim them now
-                        self.known_empty.clear()
-                        self.wake()
+                        self.rows_may_be_ready()
                 except Exception as exc:  # the database is away: the next pass tries again
                     logger.warning("broker.upkeep_failed", extra={"event": "broker.upkeep_failed", "error": str(exc)})
         finally:
             self._upkeep.close()
 
     def _stop_upkeep(self) -> None:
-        """Let the upkeep thread close its connection (it stops within a statement; a VACUUM is not waited out)."""
-        upkeeper = self._upkeeper
-        if upkeeper is not None and os.getpid() == self._pid and upkeeper is not threading.current_thread():
-            upkeeper.join(timeout=5)
+        """Let the keeper and upkeep threads close their connections (each stops within a statement; a VACUUM is
+        not waited out)."""
+        for thread in (self._keeper, self._upkeeper):
+            if thread is not None and os.getpid() == self._pid and thread is not threading.current_thread():
+                thread.join(timeout=5)
 
     def _upkeep_connection(self) -> psycopg.Connection:
         """A connection of the upkeep's own, outside the pool (like the LISTEN connection)."""
@@ -764,22 +809,36 @@ class Transport(stock.Transport):
 
     def _keep(self) -> None:
         """Rescue passes each rescue interval (or sooner, when a scheduled message is due); leases every
-        min(visibility timeout / 4, 30 s)."""
+        min(visibility timeout / 4, 30 s); on the keeper's own connection."""
         next_maintenance = 0.0
         pause = self.options.rescue_interval
-        while not self._keeper_stop.wait(pause):
-            if os.getpid() != self._pid:
-                return
-            pause = self.options.rescue_interval
-            try:
-                next_due = self._rescue()
-                if next_due is not None:
-                    pause = min(pause, max(0.0, next_due))
-                if monotonic() >= next_maintenance:
-                    self._maintain()
-                    next_maintenance = monotonic() + min(self.options.visibility_timeout / 4, 30.0)
-            except Exception as exc:  # the database is away: the next pass tries again
-                logger.warning("broker.rescue_failed", extra={"event": "broker.rescue_failed", "error": str(exc)})
+        try:
+            while not self._keeper_stop.wait(pause):
+                if os.getpid() != self._pid:
+                    return
+                pause = self.options.rescue_interval
+                try:
+                    if self._keeper_db is None:
+                        self._keeper_db = self._upkeep_connection()
+                        self._keeper_db.autocommit = True
+                    next_due = self._rescue(self._keeper_db)
+                    if next_due is not None:
+                        pause = min(pause, max(0.0, next_due))
+                    if monotonic() >= next_maintenance:
+                        self._maintain(self._keeper_db)
+                        next_maintenance = monotonic() + min(self.options.visibility_timeout / 4, 30.0)
+                except Exception as exc:  # the database is away: the next pass tries again, on a new connection
+                    logger.warning("broker.rescue_failed", extra={"event": "broker.rescue_failed", "error": str(exc)})
+                    self._close_keeper_db()
+        finally:
+            if os.getpid() == self._pid:
+                self._close_keeper_db()
+
+    def _close_keeper_db(self) -> None:
+        db, self._keeper_db = self._keeper_db, None
+        if db is not None:
+            with contextlib.suppress(Exception):
+                db.close()
 
     def _wait(self, listener: psycopg.Connection, seconds: float) -> None:
         """Sleep until a NOTIFY for one of our queues, a wake-up, or `seconds` pass."""
@@ -811,29 +870,27 @@ class Transport(stock.Transport):
         open_channels = [cast(DooritoChannel, c) for c in (self.channels or []) if not c.closed]
         return next((c for c in open_channels if c._consumers), next(iter(open_channels), None))
 
-    def _rescue(self) -> float | None:
+    def _rescue(self, db: psycopg.Connection) -> float | None:
         """Run the rescue pass (see common.broker.sql.RESCUE); returns seconds until the next scheduled message."""
         channel = self._consuming_channel()
         if channel is None:
             return None
         # Marking orphans walks every claimed row version VACUUM may not remove yet; spacing it out under a held
-        # xmin delayed the rescue of a killed worker's tasks past 5 s (test_resume_after_kill), so it runs each pass.
-        ready, next_due = _rescue_pass(channel, self.options, sweep=True)
+        # xmin delayed the rescue of a killed worker's tasks past 5 s (test_resume_after_kill), so it runs each pass,
+        # on the keeper's connection: claims never wait for it.
+        ready, next_due = _rescue_pass(channel, self.options, db, sweep=True)
         if ready:  # wake our own claims too (the restore trigger's NOTIFY wakes everyone else)
             self.cursors.reset()  # the rows made ready are behind the cursors
-            self.known_empty.clear()
-            self.wake()
+            self.rows_may_be_ready()
         return next_due
 
-    def _maintain(self) -> None:
+    def _maintain(self, db: psycopg.Connection) -> None:
         """Renew the leases this process holds, and make expired leases (dead consumers) visible again."""
-        channel = self._consuming_channel()
-        if channel is None:
+        if self._consuming_channel() is None:
             return
         held, _acks = _held_by_process()
         if held:
-            channel._run(sql.RENEW_LEASES, (held,))
-        if channel._run(sql.RESTORE_EXPIRED, (self.options.visibility_timeout,)):
+            db.execute(sql.RENEW_LEASES, (held,))
+        if db.execute(sql.RESTORE_EXPIRED, (self.options.visibility_timeout,)).rowcount:
             self.cursors.reset()
-            self.known_empty.clear()
-            self.wake()
+            self.rows_may_be_ready()

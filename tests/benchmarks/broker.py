@@ -33,6 +33,11 @@ a phase with one connection holding `BEGIN; SELECT txid_current();` open, and a 
 transport and for Procrastinate (installed into .bench/, never a project dependency) in the same run:
     python -m tests.benchmarks.broker --pressure [--rate 200] [--concurrency 4] [--clean-seconds 180]
         [--held-seconds 900] [--recovery-seconds 120] [--window-seconds 30] [--systems doorito procrastinate]
+        [--warmup-seconds 20]  (after the first job ran, before the clock starts: the start-up backlog drains)
+--peak runs the pressure mode's clean phase alone at a high offered rate (--rate, default 1000 jobs/s, from
+--producer-processes forked publishers, default one per 400/s) for --clean-seconds (default 60) through our
+transport, Redis and Procrastinate in the same run, and prints done/s per 10 s window, the median and the peak:
+    python -m tests.benchmarks.broker --peak [--rate 1000] [--concurrency 4] [--systems doorito redis procrastinate]
 The databases doorito_bench_broker_app, doorito_bench_broker_queue (and, for --pressure,
 doorito_bench_broker_procrastinate) on 127.0.0.1:5432 are recreated, each name followed by $BENCH_DB_SUFFIX
 (if set, so concurrent runs do not share them).
@@ -557,7 +562,11 @@ def producer_rates(counts: list[int], seconds: float) -> None:
 PROCRASTINATE_VERSION = "3.10.0"
 PROCRASTINATE_DB = "doorito_bench_broker_procrastinate" + SUFFIX
 BENCH_ENVS = PROJECT_DIR / ".bench"  # git-ignored: the baselines' own virtualenvs
-PRESSURE_TABLES = {"doorito": ("kombu_message",), "procrastinate": ("procrastinate_jobs", "procrastinate_events")}
+PRESSURE_TABLES = {
+    "doorito": ("kombu_message",),
+    "procrastinate": ("procrastinate_jobs", "procrastinate_events"),
+    "redis": (),  # nothing in PostgreSQL: its rows read as 0
+}
 LATENCY_TABLE = "CREATE TABLE IF NOT EXISTS bench_pressure (sent_at double precision, started_at double precision)"
 # Dead tuples (the statistics collector's count) and on-disk bytes of the job tables and their indexes.
 STORAGE = (
@@ -584,20 +593,25 @@ def procrastinate_python() -> Path:
 
 
 class CeleryProducer:
-    """Publishes the pressure task at a fixed rate from a thread of this process, through our transport."""
+    """Publishes the pressure task at a fixed rate through `broker` from `processes` forked processes (one
+    Python process cannot publish much more than 600/s here), each offering rate / processes."""
 
-    def __init__(self, rate: float) -> None:
-        import threading
+    def __init__(self, rate: float, broker: str, processes: int) -> None:
+        import multiprocessing
 
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(rate,), daemon=True)
-        self._thread.start()
+        context = multiprocessing.get_context("fork")
+        self._stop = context.Event()
+        self.sent = context.Value("q", 0)
+        self._processes = [context.Process(target=self._run, args=(rate / processes, broker), daemon=True)
+                           for _ in range(processes)]  # fmt: skip
+        for process in self._processes:
+            process.start()
 
-    def _run(self, rate: float) -> None:
+    def _run(self, rate: float, broker: str) -> None:
         from boot.celery import app
         from tests.benchmarks.broker_tasks import pressure
 
-        conn = producer_connection("doorito")
+        conn = producer_connection(broker)
         producer = app.amqp.Producer(conn)
         started, sent = time.monotonic(), 0
         try:
@@ -606,21 +620,25 @@ class CeleryProducer:
                 while sent < due:  # late (a slow publish): catch up, the offered rate stays fixed
                     pressure.apply_async((time.time(),), producer=producer)
                     sent += 1
+                    with self.sent.get_lock():
+                        self.sent.value += 1
                 self._stop.wait(max(0.0, started + sent / rate - time.monotonic()))
         finally:
             conn.release()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        for process in self._processes:
+            process.join()
 
 
-def start_pressure_system(name: str, rate: float, concurrency: int, log_dir: Path) -> list:
-    """Start `name`'s worker and its producer at `rate` jobs/s; returns what to stop (producer first)."""
-    if name == "doorito":
-        env = base_env(**BROKERS["doorito"], BENCH_CLAIM_LOG=str(log_dir / "claims.log"))
-        worker = Worker(env, log_dir, "pressure-doorito", concurrency)
-        return [CeleryProducer(rate), worker]
+def start_pressure_system(name: str, args: argparse.Namespace, log_dir: Path) -> list:
+    """Start `name`'s worker and its producer at `args.rate` jobs/s; returns what to stop (producer first)."""
+    if name in ("doorito", "redis"):
+        env = base_env(**BROKERS[name], BENCH_CLAIM_LOG=str(log_dir / "claims.log"))
+        worker = Worker(env, log_dir, f"pressure-{name}", args.concurrency)
+        return [CeleryProducer(args.rate, name, args.producer_processes), worker]
+    rate, concurrency = args.rate, args.concurrency
     python = str(procrastinate_python())
     script = str(Path(__file__).with_name("procrastinate_bench.py"))
     queue_url = PG + PROCRASTINATE_DB
@@ -634,6 +652,11 @@ def start_pressure_system(name: str, rate: float, concurrency: int, log_dir: Pat
 
 def prepare_pressure_database(name: str) -> str:
     """Recreate the job database of `name` (migrated, or Procrastinate's schema); returns its name."""
+    if name == "redis":
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).flushdb()
+        return APP_DB  # no job table in PostgreSQL: the storage columns read 0
     if name == "doorito":
         recreate(QUEUE_DB)
         subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=PROJECT_DIR,
@@ -656,14 +679,17 @@ def run_pressure(name: str, args: argparse.Namespace, log_dir: Path) -> dict:
     stats = psycopg.connect(PG + database, autocommit=True)
     latency_db = psycopg.connect(PG + APP_DB, autocommit=True)
     held = None
-    running = start_pressure_system(name, args.rate, args.concurrency, log_dir)
+    running = start_pressure_system(name, args, log_dir)
     try:
-        deadline = time.monotonic() + 120  # the worker starts: the clock runs from its first finished job
+        deadline = time.monotonic() + 120  # the worker starts; the clock starts a warm-up after its first job
         while not latency_db.execute("SELECT count(*) FROM bench_pressure").fetchone()[0]:
             if time.monotonic() > deadline:
                 raise SystemExit(f"{name}: no job ran within 120 s; logs in {log_dir}")
             time.sleep(0.2)
+        # The backlog published while the worker started is drained before the clock starts.
+        time.sleep(args.warmup_seconds)
         start = time.time()
+        offered_from = published(running[0], stats)
         ends = (start + args.clean_seconds, start + args.clean_seconds + args.held_seconds,
                 start + args.clean_seconds + args.held_seconds + args.recovery_seconds)  # fmt: skip
         samples: list[tuple[float, int, int, int]] = []
@@ -681,6 +707,7 @@ def run_pressure(name: str, args: argparse.Namespace, log_dir: Path) -> dict:
             dead, table, indexes = stats.execute(STORAGE, [list(PRESSURE_TABLES[name])]).fetchone()
             samples.append((now - start, int(dead), int(table), int(indexes)))
             time.sleep(max(0.0, 1.0 - (time.time() - now)))
+        offered = (published(running[0], stats) - offered_from) / (time.time() - start)
     finally:
         if held is not None:
             held.rollback()
@@ -697,7 +724,20 @@ def run_pressure(name: str, args: argparse.Namespace, log_dir: Path) -> dict:
             at, ms, _rows = line.split()
             claims.append((float(at) - start, float(ms)))
         claim_log.unlink()
-    return {"samples": samples, "runs": runs, "claims": claims, "ends": [end - start for end in ends]}
+    return {
+        "samples": samples,
+        "runs": runs,
+        "claims": claims,
+        "ends": [end - start for end in ends],
+        "offered": offered,
+    }
+
+
+def published(producer: CeleryProducer | Subprocess, stats) -> int:
+    """Jobs published so far: the Celery producers' count, or Procrastinate's job id sequence."""
+    if isinstance(producer, CeleryProducer):
+        return producer.sent.value
+    return stats.execute("SELECT last_value FROM procrastinate_jobs_id_seq").fetchone()[0]
 
 
 def summarize(label: str, lo: float, hi: float, result: dict) -> dict:
@@ -774,6 +814,32 @@ def print_pressure(name: str, result: dict, args: argparse.Namespace) -> None:
         print(f"{name}: {text} (goal {goal}: {'met' if ok else 'MISSED'})")
 
 
+def print_peak(results: dict[str, dict], args: argparse.Namespace) -> None:
+    """Peak mode: done/s per window and at best for each system, all measured in this run."""
+    end, width = args.clean_seconds, args.window_seconds
+    edges = [lo * width for lo in range(int(end // width))]
+    windows = {
+        name: [summarize("", lo, lo + width, result)["done"] for lo in edges] for name, result in results.items()
+    }
+    print(f"\npeak: {args.rate:g} jobs/s offered for {end:g} s, {args.concurrency} workers; done/s per {width:g} s "
+          "window (seconds since the warm-up ended)")  # fmt: skip
+    print(f"{'':<14}" + "".join(f"{f'{lo:g}-{lo + width:g} s':>11}" for lo in edges))
+    for name, rates in windows.items():
+        print(f"{name:<14}" + "".join(f"{rate:>11.0f}" for rate in rates))
+    print(f"{'':<14} {'offered/s':>10} {'median done/s':>14} {'peak done/s':>12} {'pickup p50 ms':>14} "
+          f"{'claim p99 ms':>13}")  # fmt: skip
+    medians = {}
+    for name, result in results.items():
+        rates = sorted(windows[name])
+        medians[name] = rates[len(rates) // 2]
+        whole = summarize("", 0, end, result)
+        print(f"{name:<14} {result['offered']:>10.0f} {medians[name]:>14.0f} {rates[-1]:>12.0f} "
+              f"{whole['p'][0]:>14.1f} {whole['claim_p99']:>13.1f}")  # fmt: skip
+    if "doorito" in medians:
+        verdict = "met" if medians["doorito"] >= 1000 else "MISSED"
+        print(f"doorito median done/s {medians['doorito']:.0f} (goal >= 1,000: {verdict})")
+
+
 def held_statement_costs(consumed: int) -> None:
     """ms per statement of common.broker.sql after `consumed` messages went through under a held xmin."""
     import psycopg
@@ -838,8 +904,15 @@ def pressure(args: argparse.Namespace) -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.systems:
+            if name == "redis" and not reachable("127.0.0.1", 6379):
+                print("redis: not reachable, skipped", flush=True)
+                continue
             results[name] = run_pressure(name, args, Path(tmp))
-            print_pressure(name, results[name], args)
+            if not args.peak:
+                print_pressure(name, results[name], args)
+    if args.peak:
+        print_peak(results, args)
+        return
     if "doorito" in results and "procrastinate" in results:
         print("\nsummary, both systems in this run:")
         for name, result in results.items():
@@ -861,16 +934,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--pressure", action="store_true")
     parser.add_argument("--held-statements", type=int, metavar="CONSUMED")
-    parser.add_argument(
-        "--systems", nargs="*", choices=("doorito", "procrastinate"), default=["doorito", "procrastinate"]
-    )
+    parser.add_argument("--systems", nargs="*", choices=("doorito", "redis", "procrastinate"))
+    parser.add_argument("--peak", action="store_true")
+    parser.add_argument("--producer-processes", type=int)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--clean-seconds", type=float, default=180.0)
     parser.add_argument("--held-seconds", type=float, default=900.0)
     parser.add_argument("--recovery-seconds", type=float, default=120.0)
     parser.add_argument("--window-seconds", type=float, default=30.0)
+    parser.add_argument("--warmup-seconds", type=float, default=20.0)
     parser.add_argument("--waiting", type=int)
     args = parser.parse_args()
+    if args.peak:  # one phase at a high offered rate, for every system: peak throughput, not the held xmin
+        args.pressure = True
+        args.rate = args.rate if args.rate != 200.0 else 1000.0
+        args.clean_seconds = args.clean_seconds if args.clean_seconds != 180.0 else 60.0
+        args.held_seconds = args.recovery_seconds = 0.0
+        args.window_seconds = 10.0
+    args.systems = args.systems or (
+        ["doorito", "redis", "procrastinate"] if args.peak else ["doorito", "procrastinate"]
+    )
+    args.producer_processes = args.producer_processes or max(1, round(args.rate / 400))
 
     for name in (APP_DB, QUEUE_DB):
         recreate(name)

@@ -112,3 +112,32 @@ def test_once_a_held_xmin_ends_a_worker_vacuums_and_compacts_kombu_message(conne
     # Only VACUUM (removing the dead rows) then VACUUM FULL (giving the space back) get there.
     assert storage_bytes() <= small, (empty, bloated, storage_bytes())
     assert [body for body, _ in consume(conn, 1)] == [{"n": "waiting"}]
+
+
+def test_a_claim_never_waits_for_a_slow_rescue_pass(connect, test_database_url):
+    # Under a held xmin the rescue pass walks every claimed row version VACUUM may not remove: it can take
+    # hundreds of milliseconds. Here it is held up for as long as the test wants, by a row lock on a row it
+    # must mark orphaned (claimed by a backend that does not exist).
+    conn = connect(**FAST, restart_grace=0.0)
+    publish(conn, {"n": 1})
+    assert len(consume(conn, 1)) == 1  # consuming: the keeper thread runs its passes from here on
+    queue_id = conn.default_channel._queue_id(QUEUE.name)
+    with psycopg.connect(test_database_url) as locker:
+        locker.execute(
+            "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id, claimer_pid, "
+            "claimer_started) VALUES (nextval('message_id_sequence'), false, now() AT TIME ZONE 'UTC', '{}', -1, "
+            "%s, 2147483647, now())",
+            [queue_id],
+        )
+        locker.commit()
+        locker.execute("SELECT 1 FROM kombu_message WHERE claimer_pid = 2147483647 FOR UPDATE")
+        time.sleep(1.0)  # a rescue pass is now waiting for the lock
+        assert locker.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'WITH reowned%%'"
+        ).fetchone() == (1,)
+        publish(conn, {"n": 2})
+        began = time.monotonic()
+        assert [body["n"] for body, _ in consume(conn, 1, timeout=3)] == [2]
+        assert time.monotonic() - began < 1.0
+        locker.execute("DELETE FROM kombu_message WHERE claimer_pid = 2147483647")
+        locker.commit()

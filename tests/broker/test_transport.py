@@ -63,6 +63,10 @@ def consume(conn: Connection, count: int, *, ack: bool = True, timeout: float = 
         while len(seen) < count and time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
                 conn.drain_events(timeout=0.5)
+    # A consumer's next round trip (claim, or the flush before it waits) deletes the rows it acked; done here
+    # so the tests can look at the table at once.
+    if isinstance(conn.default_channel, transport.Channel):  # the stock transport deletes nothing
+        conn.default_channel.flush_acks()
     return received
 
 
@@ -93,7 +97,8 @@ def test_ack_deletes_the_row_and_reject_requeues_it(connect):
     (first, m1), (second, m2) = consume(conn, 2, ack=False)
     assert [first, second] == [{"n": 1}, {"n": 2}]
     assert [(visible, version) for _, visible, version in rows()] == [(False, -1), (False, -1)]
-    m1.ack()
+    m1.ack()  # deleted by the consumer's next round trip: here the flush before it would wait
+    conn.default_channel.flush_acks()
     m2.reject(requeue=True)
     assert [(visible, version) for _, visible, version in rows()] == [(True, 1)]
     assert [body for body, _ in consume(conn, 1)] == [{"n": 2}]
@@ -480,7 +485,9 @@ def test_an_ack_that_fails_with_the_connection_is_retried_after_reconnecting_not
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
-        message.ack()  # the DELETE fails with the connection, and so does its immediate retry on a new one
+        message.ack()  # gathered for the consuming thread's next round trip
+        assert channel.pending_acks() == [row_id]
+        channel.flush_acks()  # as before a wait: the DELETE fails with the connection, and so does its retry
         assert channel.pending_acks() == [row_id]
         time.sleep(0.6)  # rescue passes fail meanwhile; the row stays claimed by the dead session
         assert rows() == [(row_id, False, -1)]
