@@ -85,7 +85,7 @@ def test_publishes_committed_just_after_a_worker_armed_are_claimed_without_waiti
         for producer, (payload, _queue) in zip(producers, messages, strict=True):  # a few ms apart
             producer.commit()
             committed[token_of[json.loads(payload)["headers"]["id"]]] = time.time()
-            time.sleep(0.003)
+            time.sleep(0.005)
     finally:
         for producer in producers:
             producer.close()
