@@ -59,6 +59,8 @@ def clean_broker(transactional_db, test_database_url, send_for_real):
     """Empty kombu's tables, which pytest-django does not flush (they are not models); sends go to the broker."""
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE kombu_message")
+        # No consumer of an earlier test is asleep any more: its wake-up flags must not outlive it.
+        cursor.execute("UPDATE kombu_queue SET wake_wanted_until = NULL WHERE wake_wanted_until IS NOT NULL")
     yield
     with connection.cursor() as cursor:
         cursor.execute("TRUNCATE kombu_message")

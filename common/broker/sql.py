@@ -20,6 +20,14 @@ Row states of kombu_message (columns visible, version, claimer_pid):
               delivered again, deleted by cleanup.
 
 An ack deletes the row, so the table holds only ready and in-flight messages.
+
+kombu_queue.wake_wanted_until (migration 0008), per queue:
+
+- unset:   NULL or past: no consumer of the queue sleeps waiting for a NOTIFY; this transport's publishes
+           send no wake-up (busy consumers claim again without one; idle ones poll, but arm it first).
+- armed:   ahead of now (UTC): a consumer may be asleep on LISTEN until then; publishes wake the queue.
+           A consuming process arms it (ARM_WAKE) before it sleeps with queues it found empty, for twice
+           its polling interval plus a margin, and rewrites it only once half of that has passed.
 """
 
 from __future__ import annotations
@@ -27,9 +35,15 @@ from __future__ import annotations
 # The wake-up channel of the insert/restore trigger (migration 0002); its payload is the queue id.
 NOTIFY_CHANNEL = "kombu_message_ready"
 
+# -> ready, returning whether a consumer of the queue may be asleep (its wake_wanted_until lies ahead): the
+# publish asks its waker for a NOTIFY only then, and learns it in the same round trip. The sub-select runs
+# in the INSERT's snapshot: an arm that commits after the statement began is not seen (ARM_WAKE says how
+# the consumer covers that).
 INSERT_MESSAGE = (
     "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
-    "VALUES (nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, %s)"
+    "VALUES (nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, %s) "
+    "RETURNING EXISTS (SELECT 1 FROM kombu_queue q WHERE q.id = kombu_message.queue_id "
+    "AND q.wake_wanted_until > now() AT TIME ZONE 'UTC')"
 )
 
 # -> scheduled: a message with a future ETA waits in the table, not in a worker's memory (no trigger fires:
@@ -89,9 +103,29 @@ SESSION_SETUP = (
 )
 
 # The wake-ups for committed publishes, sent by the process's waker thread (common.broker.waker) for every
-# queue marked since its last send: one transaction, with synchronous_commit off (kombu_message_wake), so
+# queue marked since its last send (a publish marks its queue only if INSERT_MESSAGE said a consumer of it may
+# be asleep): one transaction, with synchronous_commit off (kombu_message_wake), so
 # the NOTIFY's database-wide commit lock is never held across a WAL flush nor on a producer's path.
 WAKE_QUEUES = "SELECT kombu_message_wake(q) FROM unnest(%s::integer[]) AS q"
+
+# unset/armed -> armed for %(hold)s seconds: run by a consuming process before it sleeps with queues it found
+# empty (%(queues)s), only when its own last arm of them is less than half a hold ahead, so an idle worker
+# adds no statement per sleep. It writes only a flag with less than half a hold left (whoever armed it),
+# so a queue's row gets one new version per half hold at most, however many consumers sleep (few dead
+# versions under a held xmin). Per queue: seconds the flag now lies ahead (NULL if the queue is gone), and
+# whether it was unset (or within a second of running out) in this statement's snapshot. Only then must the
+# caller claim again: a producer whose INSERT began before this commit read the flag as unset and sends no
+# NOTIFY, while the claim before this statement may not have seen its row. Extending a flag that is still
+# ahead leaves no such gap: a producer that read the old value saw it set.
+ARM_WAKE = (
+    "WITH armed AS (UPDATE kombu_queue SET wake_wanted_until = now() AT TIME ZONE 'UTC' "
+    "+ make_interval(secs => %(hold)s) WHERE id = ANY(%(queues)s) AND (wake_wanted_until IS NULL "
+    "OR wake_wanted_until < now() AT TIME ZONE 'UTC' + make_interval(secs => %(hold)s / 2)) "
+    "RETURNING id, wake_wanted_until) "
+    "SELECT q.id, extract(epoch FROM coalesce(a.wake_wanted_until, q.wake_wanted_until) - now() AT TIME ZONE 'UTC'), "
+    "q.wake_wanted_until IS NULL OR q.wake_wanted_until < now() AT TIME ZONE 'UTC' + interval '1 second' "
+    "FROM kombu_queue q LEFT JOIN armed a ON a.id = q.id WHERE q.id = ANY(%(queues)s)"
+)
 
 # One round trip a second per consuming process, all of it on rows in flight (the small in-flight index):
 # - reowned: rows this process holds (%(held)s) but claimed on a connection it since lost: this backend

@@ -4,8 +4,10 @@ Same tables (kombu_queue, kombu_message) and URL form (sqla+postgresql+psycopg:/
 as the stock transport, so stock producers and consumers interoperate. What
 changes is how rows move (the statements and row states are in common.broker.sql):
 
-- publish: one INSERT with a cached queue id; the process's waker thread NOTIFYs listeners
-  after it (common.broker.waker); the insert trigger does for other producers;
+- publish: one INSERT with a cached queue id, which also returns whether a consumer of the queue may be
+  asleep (kombu_queue.wake_wanted_until, armed by consumers before they sleep); only then does the
+  process's waker thread NOTIFY listeners after it (common.broker.waker). Busy consumers claim again
+  without a wake-up, so their producers send none. The insert trigger notifies for other producers;
 - claim: one UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING round trip, which
   marks rows in flight and records the claiming database backend;
 - ack: DELETE the row, so the table holds only ready and in-flight messages;
@@ -53,6 +55,13 @@ logger = logging.getLogger(__name__)
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 # An ETA closer than this is delivered at once (Celery waits out the rest): not worth a scheduled row.
 SCHEDULE_MARGIN = datetime.timedelta(seconds=0.5)
+# A consuming process arms its sleeping queues' wake_wanted_until for twice its polling interval plus this
+# (the hold), and arms again once its flag would not cover one more polling interval (its longest sleep):
+# one write per queue per polling interval plus half this at most, and the flag always covers the sleep.
+WAKE_HOLD_MARGIN = 1.0
+# After arming a queue whose flag was unset, the consumer claims it at once and once more after this pause,
+# then sleeps: see Transport._arm_sleeping_queues for the race this closes.
+RECHECK_AFTER_ARM = 0.05
 
 # Set by common.broker.services.transactional: publish through this Django cursor instead.
 transaction_cursor: contextvars.ContextVar = contextvars.ContextVar("doorito_broker_transaction_cursor", default=None)
@@ -319,10 +328,12 @@ class Channel(FanoutChannel):
             if cursor is not None:
                 cursor.execute(statement, params)
                 transaction_publishes.set(transaction_publishes.get(0) + 1)
-            else:
+            elif due is not None:  # not ready yet: nobody to wake
                 # An INSERT whose reply was lost may have committed: never retry it blindly.
                 self._run(statement, params, retry=False)
-                if due is None:
+            else:
+                [(asleep,)] = self._run(statement, params, fetch=True, retry=False)
+                if asleep:  # a consumer of the queue may be waiting on LISTEN; busy ones claim again unasked
                     self._wake_consumers(queue_id)
         except psycopg.errors.ForeignKeyViolation:
             _queue_ids.pop((self._url, queue), None)
@@ -339,6 +350,13 @@ class Channel(FanoutChannel):
         self._run(sql.WAKE_QUEUES, (queue_ids,))
 
     # --- consume -------------------------------------------------------------------
+    def consumed_queue_ids(self) -> set[int]:
+        """Ids of the queues this open channel consumes, among those whose id this process knows."""
+        if self.closed or os.getpid() != self._pid:
+            return set()
+        ids = (_queue_ids.get((self._url, queue)) for queue in list(self._active_queues))
+        return {queue_id for queue_id in ids if queue_id is not None}
+
     def _get(self, queue: str) -> dict:
         buffer = self._buffers.setdefault(queue, deque())
         if not buffer:
@@ -633,6 +651,13 @@ class Transport(stock.Transport):
         # Bumped by rows_may_be_ready(): a claim that found nothing marks its queue empty only if no other thread
         # made rows ready meanwhile (its snapshot may predate them, and the wake-up came before it ended).
         self.news = 0
+        # How long an arm of wake_wanted_until holds, and (queue id -> monotonic time) until when this process's
+        # own last arm holds: a sleep needs no statement while that covers it.
+        self._wake_hold = 2 * self.polling_interval + WAKE_HOLD_MARGIN
+        self._armed_until: dict[int, float] = {}
+        # Queues armed while their flag was unset, claimed once more at _recheck_at before the long sleep.
+        self._recheck: set[int] = set()
+        self._recheck_at = 0.0
         self._listener: psycopg.Connection | None = None
         # A self-pipe lets an ack (from any thread) interrupt the wait; made when consuming starts.
         self._wake_read = self._wake_write = -1
@@ -689,6 +714,8 @@ class Transport(stock.Transport):
                     os.close(fd)
             self._wake_read = self._wake_write = -1
         self.known_empty.clear()
+        self._armed_until.clear()
+        self._recheck.clear()
         self._pid = os.getpid()
 
     def _broker_url(self) -> str:
@@ -750,6 +777,9 @@ class Transport(stock.Transport):
             if now >= self._next_poll:
                 self.known_empty.clear()
                 self._next_poll = now + self.polling_interval
+            if self._recheck and now >= self._recheck_at:  # the short pause after an arm is over: claim once more
+                self.known_empty.difference_update(self._recheck)
+                self._recheck.clear()
             cycle = self.cycle
             if cycle is None:  # kombu builds it on the first channel; no channel yet means nothing to consume
                 raise Empty()
@@ -765,7 +795,52 @@ class Transport(stock.Transport):
                 if now >= deadline:
                     raise TimeoutError()
                 wait_until = min(wait_until, deadline)
+            # Producers wake only queues whose flag is armed: arm the ones this sleep relies on a NOTIFY for.
+            unset, armed_until = self._arm_sleeping_queues()
+            if unset:
+                continue  # claim those queues again before sleeping (see _arm_sleeping_queues)
+            wait_until = min(wait_until, armed_until)
+            if self._recheck:
+                wait_until = min(wait_until, self._recheck_at)
             self._wait(listener, max(0.0, wait_until - monotonic()))
+
+    def _sleeping_queues(self) -> set[int]:
+        """Queues this process consumes and found empty: it claims them again only when woken, or at the poll."""
+        consumed: set[int] = set()
+        for channel in list(self.channels or []):
+            consumed |= cast(DooritoChannel, channel).consumed_queue_ids()
+        return consumed & self.known_empty
+
+    def _arm_sleeping_queues(self) -> tuple[bool, float]:
+        """Have producers wake the queues this process is about to sleep on, for the whole sleep; returns (whether
+        a flag was unset: the caller must claim those queues again first, monotonic time the flags cover)."""
+        sleeping = self._sleeping_queues()
+        channel = self._consuming_channel()
+        if not sleeping or channel is None:  # nothing to wake us for (e.g. every prefetch slot is full: acks do)
+            return False, float("inf")
+        now = monotonic()
+        due = sorted(q for q in sleeping if self._armed_until.get(q, 0.0) < now + self.polling_interval)
+        unset: list[int] = []
+        if due:
+            rows = channel._run(sql.ARM_WAKE, {"queues": due, "hold": self._wake_hold}, fetch=True)
+            for queue_id in due:  # a queue whose row is gone has nothing to arm: not asked again for a hold
+                self._armed_until[queue_id] = now + self._wake_hold
+            for queue_id, ahead, was_unset in rows:
+                # NULL: another process armed it concurrently, after this statement's snapshot: ask again.
+                self._armed_until[queue_id] = now + (0.0 if ahead is None else float(ahead))
+                if was_unset:
+                    unset.append(queue_id)
+        if unset:
+            # A producer whose INSERT began before this arm committed read the flag as unset and sends no NOTIFY,
+            # while our last claim may have run before its row committed. So: claim again now (rows committed
+            # since), and once more RECHECK_AFTER_ARM later (rows of INSERTs still running at the arm's commit).
+            # What remains: a producer stalled longer than that inside its INSERT, between its snapshot and its
+            # commit; its message is found at the next poll (BROKER_POLLING_INTERVAL) or by another consumer.
+            self.known_empty.difference_update(unset)
+            self._recheck.update(unset)
+            self._recheck_at = monotonic() + RECHECK_AFTER_ARM
+            return True, now
+        return False, min(self._armed_until.get(q, float("inf")) for q in sleeping)
 
     def _start_keeper(self) -> None:
         """Start this consuming process's keeper and upkeep threads (once; again in a forked child that consumes)."""

@@ -1,12 +1,15 @@
 """Wake-ups for this process's publishes, sent by one thread, off every producer's commit path.
 
 A transaction that issued NOTIFY holds a database-wide lock through its commit, so notifying commits run
-one at a time. A publish therefore only commits its INSERT and marks its queue here; one thread per process
-sends the NOTIFYs for every queue marked since its last send, in one statement, at most once per MIN_GAP,
-on the connection of the channel that published last (under that channel's lock, so no connection is
-added). The marks of a burst of publishes coalesce into one NOTIFY per queue, and no producer waits for
-one. If a wake-up cannot be sent (or the process dies first), the message is committed anyway and
-consumers find it at their next fallback poll.
+one at a time. A publish therefore only commits its INSERT and, if that INSERT returned that a consumer of
+the queue may be asleep (kombu_queue.wake_wanted_until lies ahead: consumers arm it before they sleep on
+LISTEN), marks its queue here. While every consumer of a queue is busy, nothing is marked and no NOTIFY is
+sent at all: a busy consumer claims again without one. One thread per process sends the NOTIFYs for every
+queue marked since its last send, in one statement, at most once per MIN_GAP, on the connection of the
+channel that published last (under that channel's lock, so no connection is added). The marks of a burst
+of publishes coalesce into one NOTIFY per queue, and no producer waits for one. If a wake-up cannot be
+sent (or the process dies first), the message is committed anyway and consumers find it at their next
+fallback poll.
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ Redis (127.0.0.1:6379 db 15) and RabbitMQ (127.0.0.1:5672, guest) are skipped wh
 --concurrency sets the worker's pool size (-c).
 --producers 1 8 32 instead measures the enqueue rate of that many concurrent producer processes, then
 threads of one process (each one connection, one publish per transaction, the transport's own
-statements, for --seconds each) in four modes: the wake-up NOTIFY in the publishing transaction (the
-insert trigger: stock producers, and this transport before migration 0005), after the commit by each
-publish (this transport before common.broker.waker), by the process's waker thread (this transport
-now), and none (trigger disabled); and the wake-up latency (publish returned -> notification received
-by a listener) of each.
+statements, for --seconds each) in five modes: the wake-up NOTIFY in the publishing transaction (the
+insert trigger: stock producers, and this transport before migration 0005), by the process's waker thread
+for every publish (this transport before migration 0008), on demand (this transport now: the INSERT returns
+whether a consumer may be asleep) with no consumer asleep and with one asleep, and none (trigger disabled);
+and the wake-up latency (publish returned -> notification received by a listener) of those that notify.
 --profile (needs `pip install py-spy` in the venv; not a project dependency) samples the producer during
 the enqueue and the worker (all its processes) during the drain, and prints the functions where most
 samples were taken (own time, and including callees).
@@ -416,14 +416,22 @@ def waiting_cost(waiting: int, log_dir: Path, concurrency: int) -> None:
     )
 
 
-# The wake-up of the transport before the waker thread: one kombu_message_wake() per publish, sent by the
-# producer itself right after its INSERT committed (kept here as the benchmark's "after commit" baseline).
-WAKE_AFTER_EACH_PUBLISH = "SELECT kombu_message_wake(%s)"
+# The publish of this transport before migration 0008 (no RETURNING): the statement of the "in transaction" and
+# "none" modes, so "none" is the cost of a bare INSERT and the on-demand modes pay for their sub-select.
+PLAIN_INSERT = (
+    "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
+    "VALUES (nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, %s)"
+)
+# The consumers' wake_wanted_until as the on-demand modes need it: armed (a consumer asleep) or unset (all busy).
+SET_WAKE_WANTED = (
+    "UPDATE kombu_queue SET wake_wanted_until = CASE WHEN %(armed)s "
+    "THEN now() AT TIME ZONE 'UTC' + interval '1 hour' END WHERE id = %(queue)s"
+)
 
 
 def producer_rates(counts: list[int], seconds: float) -> None:
-    """Enqueue/s of N concurrent producer processes by wake-up mode (trigger, after commit, waker thread,
-    none), and wake-up latency."""
+    """Enqueue/s of N concurrent producers by wake-up mode (trigger, waker thread per publish, waker thread on
+    demand with no consumer asleep and with one asleep, none), and wake-up latency."""
     import multiprocessing
     import threading
 
@@ -442,17 +450,9 @@ def producer_rates(counts: list[int], seconds: float) -> None:
     @contextlib.contextmanager
     def publisher(conn: psycopg.Connection, mode: str, shared: Waker | None = None):
         if mode in ("in transaction", "none"):
-            yield lambda: conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+            yield lambda: conn.execute(PLAIN_INSERT, ("{}", queue_id))
             return
         conn.execute(sql.SESSION_SETUP)  # the insert trigger leaves the wake-up to us
-        if mode == "after commit":
-
-            def publish() -> None:
-                conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
-                conn.execute(WAKE_AFTER_EACH_PUBLISH, (queue_id,))
-
-            yield publish
-            return
         waker = shared or Waker()  # one per process, as in the transport
         lock = threading.Lock()  # as a channel's: the waker sends on the connection of the latest publisher
 
@@ -460,12 +460,18 @@ def producer_rates(counts: list[int], seconds: float) -> None:
             with lock:
                 conn.execute(sql.WAKE_QUEUES, (queues,))
 
-        def publish_and_mark() -> None:
+        def publish_and_mark() -> None:  # this transport before migration 0008: a wake-up for every publish
             with lock:
-                conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id))
+                conn.execute(PLAIN_INSERT, ("{}", queue_id))
             waker.wake(queue_id, send)
 
-        yield publish_and_mark
+        def publish_on_demand() -> None:  # Channel._put now: a wake-up only if the INSERT says someone sleeps
+            with lock:
+                asleep = conn.execute(sql.INSERT_MESSAGE, ("{}", queue_id)).fetchone()[0]
+            if asleep:
+                waker.wake(queue_id, send)
+
+        yield publish_and_mark if mode == "waker thread" else publish_on_demand
         waker.flush(timeout=5)
 
     # Producers are processes (forked: the closures above need no pickling), each with its own waker, or
@@ -504,13 +510,15 @@ def producer_rates(counts: list[int], seconds: float) -> None:
             db.execute("TRUNCATE kombu_message")
         return sum(done), elapsed
 
-    def set_trigger(enabled: bool) -> None:
+    def prepare(mode: str) -> None:
         with connect() as db:
-            action = "ENABLE" if enabled else "DISABLE"
+            action = "DISABLE" if mode == "none" else "ENABLE"
             db.execute(f"ALTER TABLE kombu_message {action} TRIGGER kombu_message_ready_insert")
+            db.execute(SET_WAKE_WANTED, {"armed": mode == "asleep", "queue": queue_id})
 
     def wake_latency(mode: str, samples: int = 300) -> list[float]:
         latencies = []
+        prepare(mode)
         with connect() as listener, connect() as producer, publisher(producer, mode) as publish:
             listener.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
             for _ in range(samples):
@@ -521,39 +529,40 @@ def producer_rates(counts: list[int], seconds: float) -> None:
                 time.sleep(0.005)
         return latencies
 
-    modes = ("in transaction", "after commit", "waker thread", "none")
+    modes = ("in transaction", "waker thread", "no sleeper", "asleep", "none")
     rounds = 5  # the modes take turns, 1/rounds of --seconds each time, so a shared machine's load hits all alike
     print(f"enqueue/s of concurrent producers, {seconds:g} s each in {rounds} turns, by wake-up NOTIFY: in the")
-    print("publishing transaction (insert trigger), after the commit by each publish, by the process's waker")
-    print("thread (common.broker.waker), none (trigger disabled); loss is against none. Producers are processes")
-    print("(one waker each) or threads of one process (sharing its waker).")
-    print(f"{'producers':>15} " + " ".join(f"{m:>14}" for m in modes) + "  loss: " + " / ".join(modes[:3]))
+    print("publishing transaction (insert trigger); by the process's waker thread for every publish (before")
+    print("migration 0008); by the waker thread on demand (INSERT ... RETURNING whether a consumer may be asleep)")
+    print("with no consumer asleep (wake_wanted_until unset) and with one asleep (armed); none (trigger disabled,")
+    print("bare INSERT); loss is against none. Producers are processes (one waker each) or threads of one process")
+    print("(sharing its waker).")
+    print(f"{'producers':>15} " + " ".join(f"{m:>14}" for m in modes) + "  loss: " + " / ".join(modes[:4]))
     try:
         for layout in ("processes", "threads"):
             for n in counts:
                 totals = {mode: [0, 0.0] for mode in modes}
                 for _ in range(rounds):
                     for mode in modes:
-                        set_trigger(mode != "none")
+                        prepare(mode)
                         published, elapsed = run(n, mode, seconds / rounds, layout)
                         totals[mode][0] += published
                         totals[mode][1] += elapsed
-                set_trigger(True)
                 rates = {mode: published / elapsed for mode, (published, elapsed) in totals.items()}
                 loss = {mode: 100 * (1 - rates[mode] / rates["none"]) for mode in modes}
                 print(
                     f"{f'{n} {layout}':>15} " + " ".join(f"{rates[m]:>14.0f}" for m in modes) + "  "
-                    + " / ".join(f"{loss[m]:.1f}%" for m in modes[:3]) + "  (goal: loss <= 10%)",
+                    + " / ".join(f"{loss[m]:.1f}%" for m in modes[:4]) + "  (goal: loss <= 10%)",
                     flush=True,
                 )  # fmt: skip
-        for mode in modes[:3]:
+        for mode in ("in transaction", "waker thread", "asleep"):
             latencies = wake_latency(mode)
             print(
                 f"wake-up latency, NOTIFY {mode}: p50 {percentile(latencies, 0.5):.2f} ms, "
                 f"p99 {percentile(latencies, 0.99):.2f} ms (goal p99 <= 10 ms)"
             )
     finally:
-        set_trigger(True)
+        prepare("in transaction")  # trigger on, flag unset
         with connect() as db:
             db.execute("TRUNCATE kombu_message")
 

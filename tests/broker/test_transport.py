@@ -511,9 +511,83 @@ def listening(database_url: str) -> psycopg.Connection:
     return listener
 
 
+def set_consumer_asleep(until: str | None, queue: str = "brokertest") -> None:
+    """Set the queue's wake_wanted_until as a sleeping consumer would (an interval from now), or unset it."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE kombu_queue SET wake_wanted_until = now() AT TIME ZONE 'UTC' + %s::interval WHERE name = %s",
+            [until, queue],
+        )
+
+
+def test_a_publish_while_no_consumer_sleeps_sends_no_notify(connect, test_database_url):
+    conn = connect()
+    publish(conn, {"n": 0})  # declares the queue
+    with listening(test_database_url) as listener:
+        notifications(listener)
+        for until in (None, "-1 second"):  # never armed, or armed by a consumer that has not slept since
+            set_consumer_asleep(until)
+            publish(conn, {"n": 1}, {"n": 2})
+            assert process_waker().flush(timeout=5)
+            assert notifications(listener) == []  # consumers that are busy claim again without a wake-up
+        set_consumer_asleep("1 minute")
+        publish(conn, {"n": 3})
+        assert process_waker().flush(timeout=5)
+        assert len(notifications(listener)) == 1
+    assert message_rows() == 6
+
+
+# Counts the statements that update kombu_queue (a statement-level trigger fires even when no row matched).
+COUNT_ARMS = """
+CREATE TABLE IF NOT EXISTS broker_test_arms (at timestamptz NOT NULL DEFAULT clock_timestamp());
+TRUNCATE broker_test_arms;
+CREATE OR REPLACE FUNCTION broker_test_count_arm() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO broker_test_arms DEFAULT VALUES;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER broker_test_count_arm AFTER UPDATE ON kombu_queue FOR EACH STATEMENT
+    EXECUTE FUNCTION broker_test_count_arm();
+"""
+STOP_COUNTING_ARMS = """
+DROP TRIGGER IF EXISTS broker_test_count_arm ON kombu_queue;
+DROP FUNCTION IF EXISTS broker_test_count_arm();
+DROP TABLE IF EXISTS broker_test_arms;
+"""
+
+
+def test_an_idle_consumer_arms_its_queue_once_per_hold_not_once_per_sleep(connect):
+    conn = connect(polling_interval=5)
+    publish(conn, {"n": 0})
+    assert [body for body, _ in consume(conn, 1)] == [{"n": 0}]
+    set_consumer_asleep(None)
+    with connection.cursor() as cursor:
+        cursor.execute(COUNT_ARMS)
+    try:
+        with Consumer(conn, [QUEUE], callbacks=[]):
+            for _ in range(20):  # twenty sleeps of an idle consumer, over about a second
+                with pytest.raises(TimeoutError):
+                    conn.drain_events(timeout=0.05)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM broker_test_arms")
+            [(arms,)] = cursor.fetchall()
+            cursor.execute(
+                "SELECT extract(epoch FROM wake_wanted_until - now() AT TIME ZONE 'UTC') FROM kombu_queue "
+                "WHERE name = 'brokertest'"
+            )
+            [(ahead,)] = cursor.fetchall()
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(STOP_COUNTING_ARMS)
+    # One statement: the consumer remembers its arm, which holds 11 s with a 5 s poll (re-armed under 5 s left).
+    assert arms == 1
+    assert 5 < ahead <= 11
+
+
 def test_a_burst_of_publishes_is_woken_by_few_notifies_sent_after_the_last_commit(connect, test_database_url):
     conn = connect()
     publish(conn, {"n": -1})  # declares the queue
+    set_consumer_asleep("1 minute")
     with listening(test_database_url) as listener:
         notifications(listener)
         started = time.monotonic()
@@ -537,6 +611,7 @@ def test_a_process_that_publishes_and_exits_at_once_still_wakes_consumers(connec
         " declare=[queue])\n"
     )
     publish(connect(), {"n": 0})  # declares the queue
+    set_consumer_asleep("1 minute")
     with listening(test_database_url) as listener:
         notifications(listener)
         subprocess.run([sys.executable, "-c", script, broker_url], cwd=PROJECT_DIR, check=True, timeout=60)
@@ -546,6 +621,11 @@ def test_a_process_that_publishes_and_exits_at_once_still_wakes_consumers(connec
 
 
 def test_a_publish_on_a_connection_released_at_once_still_wakes_consumers(broker_url, test_database_url, clean_broker):
+    declaring = Connection(broker_url, transport_options={})
+    declaring.transport_cls = Transport
+    declaring.default_channel._new_queue("brokertest")
+    declaring.release()
+    set_consumer_asleep("1 minute")
     with listening(test_database_url) as listener:
         conn = Connection(broker_url, transport_options={})
         conn.transport_cls = Transport
