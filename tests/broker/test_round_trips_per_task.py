@@ -1,4 +1,4 @@
-"""A busy worker spends one broker round trip per task: the acks ride along with the next claim."""
+"""A busy worker spends fewer broker round trips than it runs tasks: the acks ride along with the claims."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def count_writers():
         cursor.execute(STOP_COUNTING)
 
 
-def test_a_busy_worker_claims_and_acks_in_one_round_trip_per_task(start_test_worker, runs, count_writers):
+def test_a_busy_worker_claims_and_acks_in_fewer_round_trips_than_tasks(start_test_worker, runs, count_writers):
     tasks = 1500
     for n in range(tasks):
         record.delay(f"t{n}")
@@ -55,7 +55,7 @@ def test_a_busy_worker_claims_and_acks_in_one_round_trip_per_task(start_test_wor
     wait_until(lambda: runs.total() >= tasks, 120, f"{tasks} runs")
     wait_until(lambda: message_rows() == 0, 30, "every message acked")
     assert set(runs.counts().values()) == {1}
-    # One ack DELETE and one claim per task would be 2 (and was, before acks were batched); the claims, rescue
-    # passes and flushes of an idle moment add a little to 1.
+    # Before acks rode along with the claims, each task's ack was a transaction of its own, on top of the
+    # claims: 1.26 per task in this test. Now claims carry the acks: 0.78-0.79 here.
     per_task = count_writers() / tasks
-    assert per_task < 1.4, per_task
+    assert per_task < 1.0, per_task
