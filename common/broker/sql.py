@@ -21,13 +21,18 @@ Row states of kombu_message (columns visible, version, claimer_pid):
 
 An ack deletes the row, so the table holds only ready and in-flight messages.
 
-kombu_queue.wake_wanted_until (migration 0008), per queue:
+kombu_queue.wake_wanted_until (migrations 0008, 0009), per queue:
 
-- unset:   NULL or past: no consumer of the queue sleeps waiting for a NOTIFY; this transport's publishes
-           send no wake-up (busy consumers claim again without one; idle ones poll, but arm it first).
+- unset:   NULL or past: no consumer of the queue sleeps waiting for a NOTIFY (or every one that did has a
+           NOTIFY on its way and arms again before it sleeps again); this transport's publishes send no
+           wake-up (busy consumers claim again without one; idle ones poll, but arm it first).
 - armed:   ahead of now (UTC): a consumer may be asleep on LISTEN until then; publishes wake the queue.
            A consuming process arms it (ARM_WAKE) before it sleeps with queues it found empty, for twice
-           its polling interval plus a margin, and rewrites it only once half of that has passed.
+           its polling interval plus a margin, and rewrites it only once half of that has passed, or after
+           a NOTIFY for the queue woke it.
+- armed -> unset: the wake-up a publish triggers (WAKE_QUEUES) clears it in its own transaction, so the
+           publishes after it send nothing until a consumer arms it again: a NOTIFY reaches every listening
+           session, so every consumer asleep on the queue wakes, and each arms again before its next sleep.
 """
 
 from __future__ import annotations
@@ -104,27 +109,39 @@ SESSION_SETUP = (
 
 # The wake-ups for committed publishes, sent by the process's waker thread (common.broker.waker) for every
 # queue marked since its last send (a publish marks its queue only if INSERT_MESSAGE said a consumer of it may
-# be asleep): one transaction, with synchronous_commit off (kombu_message_wake), so
-# the NOTIFY's database-wide commit lock is never held across a WAL flush nor on a producer's path.
+# be asleep): one transaction, with synchronous_commit off (kombu_message_wake), so the NOTIFY's
+# database-wide commit lock is never held across a WAL flush nor on a producer's path. armed -> unset in the
+# same transaction (migration 0009): the NOTIFY wakes every consumer asleep on the queue, so until one of
+# them arms again the producers have nobody to wake. The clear skips a row another session's ARM_WAKE has
+# locked (it never waits for one); the flag then stays armed, which costs wake-ups, never loses one.
 WAKE_QUEUES = "SELECT kombu_message_wake(q) FROM unnest(%s::integer[]) AS q"
 
 # unset/armed -> armed for %(hold)s seconds: run by a consuming process before it sleeps with queues it found
-# empty (%(queues)s), only when its own last arm of them is less than half a hold ahead, so an idle worker
-# adds no statement per sleep. It writes only a flag with less than half a hold left (whoever armed it),
-# so a queue's row gets one new version per half hold at most, however many consumers sleep (few dead
-# versions under a held xmin). Per queue: seconds the flag now lies ahead (NULL if the queue is gone), and
-# whether it was unset (or within a second of running out) in this statement's snapshot. Only then must the
-# caller claim again: a producer whose INSERT began before this commit read the flag as unset and sends no
-# NOTIFY, while the claim before this statement may not have seen its row. Extending a flag that is still
-# ahead leaves no such gap: a producer that read the old value saw it set.
+# empty (%(queues)s), when its own last arm of them is less than half a hold ahead or a NOTIFY for them woke it
+# since (that wake-up cleared the flag), so an idle worker adds no statement per sleep. It writes only a flag
+# with less than half a hold left (whoever armed it), so while no wake-up is sent a queue's row gets one new
+# version per half hold at most, however many consumers sleep (few dead versions under a held xmin). Per
+# queue: seconds the flag now lies ahead (NULL if another session armed it after this statement's snapshot),
+# and whether it was unset (or within a second of running out) before this arm. Only then must the caller
+# claim again: a producer whose INSERT began before this commit read the flag as unset and sends no NOTIFY,
+# while the claim before this statement may not have seen its row. Extending a flag that is still ahead
+# leaves no such gap: a producer that read the old value saw it set. "Before this arm" is the version the
+# arm locks and overwrites, not the statement's snapshot: a wake-up that cleared the flag after the snapshot
+# (its UPDATE is waited for) must still make this arm report unset, or the producers that read its clear
+# would be left to the poll. A flag the snapshot shows well ahead is neither locked nor written (a read only);
+# a wake-up clearing it meanwhile also notifies this consumer, whose next arm finds it unset.
 ARM_WAKE = (
-    "WITH armed AS (UPDATE kombu_queue SET wake_wanted_until = now() AT TIME ZONE 'UTC' "
-    "+ make_interval(secs => %(hold)s) WHERE id = ANY(%(queues)s) AND (wake_wanted_until IS NULL "
+    "WITH due AS (SELECT id, wake_wanted_until AS was FROM kombu_queue WHERE id = ANY(%(queues)s) "
+    "AND (wake_wanted_until IS NULL "
     "OR wake_wanted_until < now() AT TIME ZONE 'UTC' + make_interval(secs => %(hold)s / 2)) "
-    "RETURNING id, wake_wanted_until) "
+    "ORDER BY id FOR NO KEY UPDATE), "
+    "armed AS (UPDATE kombu_queue SET wake_wanted_until = now() AT TIME ZONE 'UTC' "
+    "+ make_interval(secs => %(hold)s) WHERE id = ANY(ARRAY(SELECT id FROM due)) RETURNING id, wake_wanted_until) "
     "SELECT q.id, extract(epoch FROM coalesce(a.wake_wanted_until, q.wake_wanted_until) - now() AT TIME ZONE 'UTC'), "
-    "q.wake_wanted_until IS NULL OR q.wake_wanted_until < now() AT TIME ZONE 'UTC' + interval '1 second' "
-    "FROM kombu_queue q LEFT JOIN armed a ON a.id = q.id WHERE q.id = ANY(%(queues)s)"
+    "w.was IS NULL OR w.was < now() AT TIME ZONE 'UTC' + interval '1 second' "
+    "FROM kombu_queue q LEFT JOIN due d ON d.id = q.id LEFT JOIN armed a ON a.id = q.id "
+    "CROSS JOIN LATERAL (SELECT CASE WHEN d.id IS NULL THEN q.wake_wanted_until ELSE d.was END) AS w (was) "
+    "WHERE q.id = ANY(%(queues)s)"
 )
 
 # One round trip a second per consuming process, all of it on rows in flight (the small in-flight index):

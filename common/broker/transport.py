@@ -6,8 +6,10 @@ changes is how rows move (the statements and row states are in common.broker.sql
 
 - publish: one INSERT with a cached queue id, which also returns whether a consumer of the queue may be
   asleep (kombu_queue.wake_wanted_until, armed by consumers before they sleep); only then does the
-  process's waker thread NOTIFY listeners after it (common.broker.waker). Busy consumers claim again
-  without a wake-up, so their producers send none. The insert trigger notifies for other producers;
+  process's waker thread NOTIFY listeners after it (common.broker.waker), and that wake-up clears the flag:
+  the consumers it wakes arm it again before they sleep again, so the publishes in between send none. Busy
+  consumers claim again without a wake-up, so their producers send none. The insert trigger notifies for
+  other producers;
 - claim: one UPDATE ... FOR UPDATE SKIP LOCKED ... RETURNING round trip, which
   marks rows in flight and records the claiming database backend;
 - ack: DELETE the row, so the table holds only ready and in-flight messages;
@@ -652,7 +654,9 @@ class Transport(stock.Transport):
         # made rows ready meanwhile (its snapshot may predate them, and the wake-up came before it ended).
         self.news = 0
         # How long an arm of wake_wanted_until holds, and (queue id -> monotonic time) until when this process's
-        # own last arm holds: a sleep needs no statement while that covers it.
+        # own last arm holds: a sleep needs no statement while that covers it. Forgotten for a queue when a NOTIFY
+        # for it arrives (the wake-up that sent it cleared the flag), and for all when the LISTEN session is
+        # replaced (a NOTIFY may have been missed meanwhile).
         self._wake_hold = 2 * self.polling_interval + WAKE_HOLD_MARGIN
         self._armed_until: dict[int, float] = {}
         # Queues armed while their flag was unset, claimed once more at _recheck_at before the long sleep.
@@ -744,6 +748,7 @@ class Transport(stock.Transport):
                 raise
             self._listener = connection
             self.known_empty.clear()  # anything may have arrived while we were not listening
+            self._armed_until.clear()  # and a wake-up may have cleared our flags: arm again before sleeping
             fanout.forget_bindings()
         return self._listener
 
@@ -813,7 +818,19 @@ class Transport(stock.Transport):
 
     def _arm_sleeping_queues(self) -> tuple[bool, float]:
         """Have producers wake the queues this process is about to sleep on, for the whole sleep; returns (whether
-        a flag was unset: the caller must claim those queues again first, monotonic time the flags cover)."""
+        a flag was unset: the caller must claim those queues again first, monotonic time the flags cover).
+
+        A wake-up clears the flag it answers (sql.WAKE_QUEUES), so with several consumers asleep on one queue no
+        message waits for the poll: its NOTIFY reaches every listening session, so it wakes all of them, not
+        one, and each forgets its arm (_wait; a busy one when it next waits, before it could sleep). The flag
+        stays unset until the first of their arms commits; that arm finds it unset (sql.ARM_WAKE judges by the
+        version it overwrites, even one a wake-up cleared after its snapshot), so its consumer claims again
+        after it, which covers every producer that read the flag unset meanwhile. Those arming later find it
+        set and sleep, and the next publish wakes them all again. A consumer that missed the NOTIFY (its LISTEN
+        session was replaced) forgets all its arms. Left to the poll (or another consumer's claim), as without
+        the clear: a producer stalled for more than RECHECK_AFTER_ARM inside its INSERT, or a wake-up that
+        could not be sent.
+        """
         sleeping = self._sleeping_queues()
         channel = self._consuming_channel()
         if not sleeping or channel is None:  # nothing to wake us for (e.g. every prefetch slot is full: acks do)
@@ -938,7 +955,11 @@ class Transport(stock.Transport):
                     fanout.forget_bindings(notify.extra.decode())
                     continue
                 with contextlib.suppress(ValueError):
-                    self.known_empty.discard(int(notify.extra))
+                    queue_id = int(notify.extra)
+                    self.known_empty.discard(queue_id)
+                    # The wake-up that sent this cleared the queue's flag (or, from the insert trigger, left it):
+                    # arm again before the next sleep, however long our own last arm would still hold.
+                    self._armed_until.pop(queue_id, None)
 
     def _consuming_channel(self) -> DooritoChannel | None:
         """The open channel that claims (so its session is the claimer the rescue pass keeps current)."""

@@ -422,7 +422,8 @@ PLAIN_INSERT = (
     "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
     "VALUES (nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, %s)"
 )
-# The consumers' wake_wanted_until as the on-demand modes need it: armed (a consumer asleep) or unset (all busy).
+# The consumers' wake_wanted_until as the on-demand modes start with: armed (a consumer asleep: in "asleep" mode
+# a real consumer loop then clears and re-arms it, see producer_rates) or unset (all busy).
 SET_WAKE_WANTED = (
     "UPDATE kombu_queue SET wake_wanted_until = CASE WHEN %(armed)s "
     "THEN now() AT TIME ZONE 'UTC' + interval '1 hour' END WHERE id = %(queue)s"
@@ -438,7 +439,12 @@ def producer_rates(counts: list[int], seconds: float) -> None:
     import psycopg
 
     from common.broker import sql
+    from common.broker.options import TransportOptions
+    from common.broker.transport import RECHECK_AFTER_ARM, WAKE_HOLD_MARGIN
     from common.broker.waker import Waker
+
+    polling_interval = TransportOptions.parse({}).polling_interval
+    hold = 2 * polling_interval + WAKE_HOLD_MARGIN  # as Transport._wake_hold
 
     url = PG + QUEUE_DB
     with psycopg.connect(url, autocommit=True) as db:
@@ -488,9 +494,40 @@ def producer_rates(counts: list[int], seconds: float) -> None:
                 count += 1
             done[index] = count
 
+    def sleeper(armed, stop, wakeups) -> None:
+        """A consumer asleep on the queue, as Transport.drain_events: it LISTENs on a connection of its own; woken
+        by a NOTIFY (or at its poll), it takes every ready row (as claims that find work, with none of the work),
+        arms the flag with sql.ARM_WAKE before it sleeps again, and if the arm found the flag unset (its last
+        wake-up cleared it) takes again at once and RECHECK_AFTER_ARM later. Counts its wake-ups by NOTIFY."""
+        with connect() as listener, connect() as db:
+            listener.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
+            while not stop.is_set():
+                db.execute(sql.PURGE_QUEUE, (queue_id,))
+                [(_queue, _ahead, was_unset)] = db.execute(
+                    sql.ARM_WAKE, {"queues": [queue_id], "hold": hold}
+                ).fetchall()
+                armed.set()
+                if was_unset:
+                    db.execute(sql.PURGE_QUEUE, (queue_id,))
+                    time.sleep(RECHECK_AFTER_ARM)
+                    db.execute(sql.PURGE_QUEUE, (queue_id,))
+                poll_at = time.monotonic() + polling_interval
+                while not stop.is_set() and (remaining := poll_at - time.monotonic()) > 0:
+                    if list(listener.notifies(timeout=min(0.1, remaining), stop_after=1)):
+                        with wakeups.get_lock():
+                            wakeups.value += 1
+                        break
+
     def run(n: int, mode: str, seconds: float, layout: str) -> tuple[int, float]:
         done = context.Array("q", n)
         start, stop = context.Barrier(n + 1), context.Event()
+        consumer = None
+        if mode == "asleep":  # a process of its own in both layouts: it shares no GIL with producer threads
+            armed = context.Event()
+            consumer = context.Process(target=sleeper, args=(armed, stop, wakeups))
+            consumer.start()
+            if not armed.wait(timeout=30):
+                raise SystemExit("the asleep mode's consumer did not arm its flag")
         if layout == "processes":
             producers = [context.Process(target=produce, args=(mode, done, i, start, stop, None)) for i in range(n)]
         else:
@@ -502,10 +539,10 @@ def producer_rates(counts: list[int], seconds: float) -> None:
         time.sleep(seconds)
         stop.set()
         elapsed = time.perf_counter() - began  # a publish under way when stop is set still counts: negligible
-        for producer in producers:
+        for producer in [*producers, *([consumer] if consumer else [])]:
             producer.join()
             if getattr(producer, "exitcode", 0):
-                raise SystemExit(f"a producer process failed in mode {mode!r}")
+                raise SystemExit(f"a producer (or the consumer) process failed in mode {mode!r}")
         with connect() as db:
             db.execute("TRUNCATE kombu_message")
         return sum(done), elapsed
@@ -519,29 +556,34 @@ def producer_rates(counts: list[int], seconds: float) -> None:
     def wake_latency(mode: str, samples: int = 300) -> list[float]:
         latencies = []
         prepare(mode)
-        with connect() as listener, connect() as producer, publisher(producer, mode) as publish:
+        with connect() as listener, connect() as consumer, connect() as producer, publisher(producer, mode) as publish:
             listener.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
             for _ in range(samples):
                 publish()
                 published = time.perf_counter()
                 next(listener.notifies(timeout=5, stop_after=1))
                 latencies.append((time.perf_counter() - published) * 1000)
+                if mode == "asleep":  # the wake-up cleared the flag: the woken consumer arms it before it sleeps
+                    consumer.execute(sql.ARM_WAKE, {"queues": [queue_id], "hold": hold})
                 time.sleep(0.005)
         return latencies
 
     modes = ("in transaction", "waker thread", "no sleeper", "asleep", "none")
+    wakeups = context.Value("q", 0)  # NOTIFYs that woke the asleep mode's consumer
     rounds = 5  # the modes take turns, 1/rounds of --seconds each time, so a shared machine's load hits all alike
     print(f"enqueue/s of concurrent producers, {seconds:g} s each in {rounds} turns, by wake-up NOTIFY: in the")
     print("publishing transaction (insert trigger); by the process's waker thread for every publish (before")
     print("migration 0008); by the waker thread on demand (INSERT ... RETURNING whether a consumer may be asleep)")
     print("with no consumer asleep (wake_wanted_until unset) and with one asleep (armed); none (trigger disabled,")
     print("bare INSERT); loss is against none. Producers are processes (one waker each) or threads of one process")
-    print("(sharing its waker).")
+    print("(sharing its waker). In asleep mode a consumer process sleeps on LISTEN; each wake-up clears the flag, and")
+    print("the consumer takes the ready rows (DELETE) and arms it again before it sleeps again, as the transport does.")
     print(f"{'producers':>15} " + " ".join(f"{m:>14}" for m in modes) + "  loss: " + " / ".join(modes[:4]))
     try:
         for layout in ("processes", "threads"):
             for n in counts:
                 totals = {mode: [0, 0.0] for mode in modes}
+                wakeups.value = 0
                 for _ in range(rounds):
                     for mode in modes:
                         prepare(mode)
@@ -552,7 +594,8 @@ def producer_rates(counts: list[int], seconds: float) -> None:
                 loss = {mode: 100 * (1 - rates[mode] / rates["none"]) for mode in modes}
                 print(
                     f"{f'{n} {layout}':>15} " + " ".join(f"{rates[m]:>14.0f}" for m in modes) + "  "
-                    + " / ".join(f"{loss[m]:.1f}%" for m in modes[:4]) + "  (goal: loss <= 10%)",
+                    + " / ".join(f"{loss[m]:.1f}%" for m in modes[:4]) + "  (goal: loss <= 10%)"
+                    + f"; asleep consumer woken {wakeups.value / totals['asleep'][1]:.1f}/s",
                     flush=True,
                 )  # fmt: skip
         for mode in ("in transaction", "waker thread", "asleep"):
