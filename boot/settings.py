@@ -163,7 +163,7 @@ class Base(Configuration):
     # Fallback poll (seconds) when no NOTIFY arrives; wake-ups normally come by LISTEN/NOTIFY.
     BROKER_POLLING_INTERVAL = setting(EnvFloat, 5.0)
     # Most messages one claim round trip takes (never more than the worker's free prefetch slots).
-    BROKER_CLAIM_BATCH = setting(EnvInt, 4)
+    BROKER_CLAIM_BATCH = setting(EnvInt, 8)
     # Seconds between a worker's rescue passes: each returns the messages of consumers whose database
     # session is gone (a killed worker) and picks up broker_cancel marks.
     BROKER_RESCUE_INTERVAL = setting(EnvFloat, 1.0)

@@ -103,7 +103,7 @@ class TransportOptions:
         parsed = cls(
             polling_interval=float(options.get("polling_interval", 5.0)),
             visibility_timeout=float(options.get("visibility_timeout", 360.0)),
-            claim_batch=int(options.get("claim_batch", 4)),
+            claim_batch=int(options.get("claim_batch", 8)),
             rescue_interval=float(options.get("rescue_interval", 1.0)),
             rescue_grace=float(options.get("rescue_grace", 2.0)),
             restart_grace=float(options.get("restart_grace", 30.0)),

@@ -64,6 +64,10 @@ WAKE_HOLD_MARGIN = 1.0
 # After arming a queue whose flag was unset, the consumer claims it at once and once more after this pause,
 # then sleeps: see Transport._arm_sleeping_queues for the race this closes.
 RECHECK_AFTER_ARM = 0.05
+# In Celery's event loop, a claim waits at most this long for claim_batch prefetch slots to be free (see
+# Channel._gathering_room); and one tick delivers at most this many messages before the hub serves the pool.
+CLAIM_GATHER_SECONDS = 0.005
+MAX_DELIVERIES_PER_TICK = 64
 
 # Set by common.broker.services.transactional: publish through this Django cursor instead.
 transaction_cursor: contextvars.ContextVar = contextvars.ContextVar("doorito_broker_transaction_cursor", default=None)
@@ -202,6 +206,7 @@ class Channel(FanoutChannel):
         self._pending_acks: set[int] = set()
         self._acks_lock = threading.Lock()
         self._buffers: dict[str, deque] = {}  # queue -> claimed rows not yet delivered
+        self._gathering_since: float | None = None  # monotonic time a claim was first held back (_gathering_room)
         super().__init__(connection, **kwargs)
         _channels.add(self)
 
@@ -366,16 +371,18 @@ class Channel(FanoutChannel):
             transport = cast("Transport", self.connection)
             if queue_id in transport.known_empty:
                 raise Empty()
-            news = transport.news
             no_ack = queue in self._no_ack_queues
+            if not no_ack and self._gathering_room():
+                raise Empty()
+            news = transport.news
             rows = self._take(queue_id, self.options.claim_batch) if no_ack else self._claim(queue_id)
             if not rows:
                 if transport.news == news:  # else another thread made rows ready while this claim ran
                     transport.known_empty.add(queue_id)
                 raise Empty()
             buffer.extend(rows)
-        else:
-            # The delivery may block (Celery's pool waits for a free child): the acks gathered go out first.
+        elif cast("Transport", self.connection)._hub is None:
+            # The delivery may block (Celery's blocking pool waits for a free child): the acks gathered go out first.
             self.flush_acks()
         row_id, payload = buffer.popleft()
         message = loads(payload)
@@ -412,6 +419,33 @@ class Channel(FanoutChannel):
             self._connection()
             assert self._backend is not None
             return self._backend
+
+    def _gathering_room(self) -> bool:
+        """In the event loop: whether to wait a little before claiming, for claim_batch prefetch slots to be free.
+
+        Under load, each ack frees one slot, and claiming at once would spend a round trip per task; the
+        worker still has prefetched work meanwhile. The wait is bounded (CLAIM_GATHER_SECONDS), so a worker
+        whose tasks are long (or whose prefetch window is small) never idles for it.
+        """
+        transport = cast("Transport", self.connection)
+        if transport._hub is None or self._qos is None or not self.qos.prefetch_count:
+            return False
+        room = self.qos.can_consume_max_estimate() or 0
+        if room >= min(self.options.claim_batch, self.qos.prefetch_count):
+            self._gathering_since = None
+            return False
+        now = monotonic()
+        if self._gathering_since is None:
+            self._gathering_since = now
+            transport.tick_after(CLAIM_GATHER_SECONDS)
+        if now - self._gathering_since < CLAIM_GATHER_SECONDS:
+            return True
+        self._gathering_since = None
+        return False
+
+    def gathering(self) -> bool:
+        """Whether a claim is being held back for more free slots (it will carry the acks gathered meanwhile)."""
+        return self._gathering_since is not None
 
     def _claim_size(self) -> int:
         room = self.qos.can_consume_max_estimate() if self._qos is not None else None
@@ -562,6 +596,10 @@ class Channel(FanoutChannel):
             self._drop_connection(broken=False)
 
 
+def _tick_soon() -> None:
+    """A hub timer's callback: it does nothing, but the hub runs its ticks after firing it."""
+
+
 def _held_by_process() -> tuple[list[int], list[int]]:
     """(rows this process holds, acked rows not yet deleted: from now on the rescue pass's), over all its channels."""
     pid = os.getpid()
@@ -642,7 +680,9 @@ class Transport(stock.Transport):
     # Not kombu's "sql": Celery disables events for that type (the stock transport has no fanout). Gossip and
     # mingle stay off (Celery enables them for "amqp" and "redis" only): they would add idle broadcast traffic.
     driver_type = "postgresql"
-    implements = stock.Transport.implements.extend(exchange_type=frozenset(["direct", "topic", "fanout"]))
+    implements = stock.Transport.implements.extend(
+        asynchronous=True, exchange_type=frozenset(["direct", "topic", "fanout"])
+    )
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         self.options = TransportOptions.parse(client.transport_options)
@@ -666,6 +706,11 @@ class Transport(stock.Transport):
         # A self-pipe lets an ack (from any thread) interrupt the wait; made when consuming starts.
         self._wake_read = self._wake_write = -1
         self._next_poll = 0.0
+        # Celery's event loop (kombu's Hub), when the worker consumes from one; what this transport registered.
+        self._hub: Any = None
+        self._hub_timers: list[Any] = []
+        self._watched: psycopg.Connection | None = None
+        self._watched_fds: tuple[int, ...] = ()
         # Rescue passes and lease renewals run in a thread: Celery's main thread blocks in the pool's
         # apply_async whenever every child is busy, for as long as a task runs.
         self._keeper: threading.Thread | None = None
@@ -704,6 +749,7 @@ class Transport(stock.Transport):
     def _forget_parent_state(self) -> None:
         """In a forked child: leave the parent's LISTEN connection alone and make our own wake pipe."""
         self._keeper = self._upkeeper = None  # the parent's threads do not exist here
+        self._hub, self._hub_timers, self._watched, self._watched_fds = None, [], None, ()  # the parent's loop
         if self._keeper_db is not None:
             _inherited.append(self._keeper_db)  # the parent's session: never closed from here
             self._keeper_db = None
@@ -753,6 +799,8 @@ class Transport(stock.Transport):
         return self._listener
 
     def _drop_listener(self) -> None:
+        if self._watched is not None:
+            self._unwatch()
         listener, self._listener = self._listener, None
         if listener is not None and os.getpid() == self._pid:
             with contextlib.suppress(Exception):
@@ -760,6 +808,7 @@ class Transport(stock.Transport):
 
     def close_connection(self, connection: Any) -> None:
         self._keeper_stop.set()
+        self._leave_event_loop()
         super().close_connection(connection)
         self._drop_listener()
         self._stop_upkeep()
@@ -779,12 +828,7 @@ class Transport(stock.Transport):
             # (and restart its consumer, which gives back the prefetched messages).
             listener = self._listen()
             now = monotonic()
-            if now >= self._next_poll:
-                self.known_empty.clear()
-                self._next_poll = now + self.polling_interval
-            if self._recheck and now >= self._recheck_at:  # the short pause after an arm is over: claim once more
-                self.known_empty.difference_update(self._recheck)
-                self._recheck.clear()
+            self._forget_empty_when_due(now)
             cycle = self.cycle
             if cycle is None:  # kombu builds it on the first channel; no channel yet means nothing to consume
                 raise Empty()
@@ -809,6 +853,96 @@ class Transport(stock.Transport):
                 wait_until = min(wait_until, self._recheck_at)
             self._wait(listener, max(0.0, wait_until - monotonic()))
 
+    def _forget_empty_when_due(self, now: float) -> None:
+        """At each fallback poll, and when the short pause after an arm is over, claim the empty queues again."""
+        if now >= self._next_poll:
+            self.known_empty.clear()
+            self._next_poll = now + self.polling_interval
+        if self._recheck and now >= self._recheck_at:
+            self.known_empty.difference_update(self._recheck)
+            self._recheck.clear()
+
+    # --- Celery's event loop (asynloop) ----------------------------------------------------------------------
+    # With it, Celery's prefork pool hands tasks to its children through their own pipes, written when
+    # writable, instead of a shared queue behind semaphores that the consuming thread blocks on.
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """Consume from `loop` (kombu's Hub): each tick claims and delivers what it can without waiting, and the
+        hub's poll sleeps on the LISTEN session and the wake pipe beside the pool's pipes."""
+        self._leave_event_loop()
+        self._hub = loop
+        self._listen()
+        self._start_keeper()
+        self._watch_in_event_loop()
+        loop.on_tick.add(self._on_tick)
+        # A timer bounds the hub's sleep: the tick after it runs the fallback poll (_forget_empty_when_due).
+        self._hub_timers.append(loop.call_repeatedly(self.polling_interval, _tick_soon))
+
+    def tick_after(self, seconds: float) -> None:
+        """In the event loop: make sure a tick runs within `seconds` (the hub sleeps no longer)."""
+        if self._hub is not None:
+            self._hub.call_later(seconds, _tick_soon)
+
+    def _watch_in_event_loop(self) -> None:
+        """Have the hub wake this process for NOTIFYs on the current LISTEN session and for the wake pipe."""
+        listener = self._listen()
+        if listener is self._watched:
+            return
+        self._unwatch()
+        socket = listener.pgconn.socket
+        self._hub.add_reader(socket, self._on_notifications)
+        self._hub.add_reader(self._wake_read, self._empty_wake_pipe)
+        self._watched, self._watched_fds = listener, (socket, self._wake_read)
+
+    def _unwatch(self) -> None:
+        # Before the descriptors close: the hub must never poll a number the next socket or pipe reuses.
+        for fd in self._watched_fds:
+            with contextlib.suppress(Exception):
+                self._hub.remove_reader(fd)
+        self._watched, self._watched_fds = None, ()
+
+    def _leave_event_loop(self) -> None:
+        hub = self._hub
+        if hub is None:
+            return
+        self._unwatch()
+        hub.on_tick.discard(self._on_tick)
+        for timer in self._hub_timers:
+            timer.cancel()
+        self._hub_timers.clear()
+        self._hub = None
+
+    def _on_notifications(self) -> None:
+        if self._listener is not None:
+            self._read_notifications(self._listener)  # a lost session is replaced by the next tick
+
+    def _on_tick(self) -> None:
+        """Deliver what can be claimed now, without waiting; then, unless a claim is gathering room (it will carry
+        them), delete the acks gathered, and arm the wake-ups of the queues the hub will sleep on."""
+        if self._hub is None or os.getpid() != self._pid or self.cycle is None:
+            return
+        self._watch_in_event_loop()
+        delivered = 0
+        while delivered < MAX_DELIVERIES_PER_TICK:
+            self._forget_empty_when_due(monotonic())
+            try:
+                self.cycle.get(self._deliver, timeout=0)
+            except Empty:
+                break
+            delivered += 1
+        if delivered:
+            # The pool registers its pipe writes in a tick of its own, which may have run before this one: the
+            # hub must not sleep before it has. And more may be ready.
+            self.wake()
+            return
+        for channel in list(self.channels or []):
+            if not cast(DooritoChannel, channel).gathering():
+                cast(DooritoChannel, channel).flush_acks()
+        unset, _armed_until = self._arm_sleeping_queues()
+        if unset:
+            self.wake()  # claim those queues again at once (see _arm_sleeping_queues)
+        if self._recheck:
+            self.tick_after(max(0.0, self._recheck_at - monotonic()))
+
     def _sleeping_queues(self) -> set[int]:
         """Queues this process consumes and found empty: it claims them again only when woken, or at the poll."""
         consumed: set[int] = set()
@@ -822,10 +956,10 @@ class Transport(stock.Transport):
 
         A wake-up clears the flag it answers (sql.WAKE_QUEUES), so with several consumers asleep on one queue no
         message waits for the poll: its NOTIFY reaches every listening session, so it wakes all of them, not
-        one, and each forgets its arm (_wait; a busy one when it next waits, before it could sleep). The flag
-        stays unset until the first of their arms commits; that arm finds it unset (sql.ARM_WAKE judges by the
-        version it overwrites, even one a wake-up cleared after its snapshot), so its consumer claims again
-        after it, which covers every producer that read the flag unset meanwhile. Those arming later find it
+        one, and each forgets its arm (_read_notifications; a busy one when it next reads them, before it could
+        sleep). The flag stays unset until the first of their arms commits; that arm finds it unset (sql.ARM_WAKE
+        judges by the version it overwrites, even one a wake-up cleared after its snapshot), so its consumer claims
+        again after it, which covers every producer that read the flag unset meanwhile. Those arming later find it
         set and sleep, and the next publish wakes them all again. A consumer that missed the NOTIFY (its LISTEN
         session was replaced) forgets all its arms. Left to the poll (or another consumer's claim), as without
         the clear: a producer stalled for more than RECHECK_AFTER_ARM inside its INSERT, or a wake-up that
@@ -934,32 +1068,39 @@ class Transport(stock.Transport):
 
     def _wait(self, listener: psycopg.Connection, seconds: float) -> None:
         """Sleep until a NOTIFY for one of our queues, a wake-up, or `seconds` pass."""
-        pgconn = listener.pgconn
-        readable, _, _ = select.select([pgconn.socket, self._wake_read], [], [], seconds)
+        readable, _, _ = select.select([listener.pgconn.socket, self._wake_read], [], [], seconds)
         if self._wake_read in readable:
-            with contextlib.suppress(BlockingIOError):
-                while os.read(self._wake_read, 4096):
-                    pass
-        if pgconn.socket in readable:
-            try:
-                pgconn.consume_input()
-                lost = pgconn.status != psycopg.pq.ConnStatus.OK
-            except psycopg.OperationalError:
-                lost = True
-            if lost:
-                logger.warning("broker.listener_lost", extra={"event": "broker.listener_lost"})
-                self._drop_listener()  # the next _listen() replaces it (and forgets known_empty)
-                return
-            while (notify := pgconn.notifies()) is not None:
-                if notify.relname == fanout.BINDINGS_CHANNEL.encode():
-                    fanout.forget_bindings(notify.extra.decode())
-                    continue
-                with contextlib.suppress(ValueError):
-                    queue_id = int(notify.extra)
-                    self.known_empty.discard(queue_id)
-                    # The wake-up that sent this cleared the queue's flag (or, from the insert trigger, left it):
-                    # arm again before the next sleep, however long our own last arm would still hold.
-                    self._armed_until.pop(queue_id, None)
+            self._empty_wake_pipe()
+        if listener.pgconn.socket in readable:
+            self._read_notifications(listener)
+
+    def _empty_wake_pipe(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._wake_read, 4096):
+                pass
+
+    def _read_notifications(self, listener: psycopg.Connection) -> None:
+        """Take the NOTIFYs that arrived: queues with news are claimed again; a lost session is replaced."""
+        pgconn = listener.pgconn
+        try:
+            pgconn.consume_input()
+            lost = pgconn.status != psycopg.pq.ConnStatus.OK
+        except psycopg.OperationalError:
+            lost = True
+        if lost:
+            logger.warning("broker.listener_lost", extra={"event": "broker.listener_lost"})
+            self._drop_listener()  # the next _listen() replaces it (and forgets known_empty)
+            return
+        while (notify := pgconn.notifies()) is not None:
+            if notify.relname == fanout.BINDINGS_CHANNEL.encode():
+                fanout.forget_bindings(notify.extra.decode())
+                continue
+            with contextlib.suppress(ValueError):
+                queue_id = int(notify.extra)
+                self.known_empty.discard(queue_id)
+                # The wake-up that sent this cleared the queue's flag (or, from the insert trigger, left it):
+                # arm again before the next sleep, however long our own last arm would still hold.
+                self._armed_until.pop(queue_id, None)
 
     def _consuming_channel(self) -> DooritoChannel | None:
         """The open channel that claims (so its session is the claimer the rescue pass keeps current)."""

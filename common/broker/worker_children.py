@@ -64,4 +64,6 @@ def die_with_parent(*, parent: int) -> None:
 @worker_process_init.connect
 def tie_child_to_worker(**kwargs: Any) -> None:
     """In each new prefork child: die with the worker's main process."""
+    if _forking_pid == os.getpid():
+        return  # not a forked child: the solo pool sends this signal in the worker itself
     die_with_parent(parent=_forking_pid)

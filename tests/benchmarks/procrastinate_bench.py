@@ -7,7 +7,8 @@ is a baseline to compare with, never a project dependency, so this file imports 
     python procrastinate_bench.py worker --queue-url URL --latency-url URL --concurrency 4
     python procrastinate_bench.py produce --queue-url URL --rate 200 --seconds 60
 
-Each job records (sent_at, started_at) in bench_pressure on the latency database, as the Celery task does.
+Each job records (sent_at, started_at) in bench_pressure on the latency database, as the Celery task does (or, with
+BENCH_RUNS_DIR set, the peak mode, in a file of its process there).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import procrastinate
 import psycopg
 
 _latency: psycopg.AsyncConnection | None = None
+_runs = None
 
 
 def make_app(queue_url: str) -> procrastinate.App:
@@ -29,6 +31,13 @@ def make_app(queue_url: str) -> procrastinate.App:
     @app.task(name="pressure")
     async def pressure(sent_at: float) -> None:
         started = time.time()
+        runs = os.environ.get("BENCH_RUNS_DIR")
+        if runs:  # the peak mode: a line in a file, as the Celery task writes
+            global _runs
+            if _runs is None:
+                _runs = open(os.path.join(runs, f"runs-{os.getpid()}.txt"), "a", buffering=1)  # noqa: SIM115
+            _runs.write(f"{sent_at} {started}\n")
+            return
         global _latency
         if _latency is None:
             _latency = await psycopg.AsyncConnection.connect(os.environ["BENCH_LATENCY_URL"], autocommit=True)

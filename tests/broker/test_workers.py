@@ -32,6 +32,23 @@ def test_two_workers_drain_5000_messages_each_task_exactly_once(start_test_worke
     assert "tests.broker.tasks.record" in first.output() and "tests.broker.tasks.record" in second.output()
 
 
+@pytest.mark.parametrize("pool", ["prefork", "solo", "threads"])
+def test_every_pool_consumes_in_the_event_loop_each_task_once_woken_without_a_poll(start_test_worker, runs, pool):
+    # Celery consumes from this transport in its event loop whatever the pool (solo runs each task inside the
+    # loop's tick, threads ack from other threads); the 30-s poll would make the waits below time out.
+    worker = start_test_worker("-P", pool, BROKER_POLLING_INTERVAL="30")
+    for n in range(40):
+        record.delay(f"{pool}{n}")
+    wait_until(lambda: runs.total() >= 40, 60, f"40 runs in a {pool} worker")
+    wait_until(lambda: message_rows() == 0, 30, "every message acked")
+    time.sleep(1)  # the worker now sleeps on LISTEN: a new publish must wake it
+    record.delay("late")
+    wait_until(lambda: runs.counts().get("late"), 10, "the late task (woken by NOTIFY, not the poll)")
+    assert set(runs.counts().values()) == {1}
+    assert "asynloop" not in worker.output()  # no traceback from the loop
+    assert "Transport._on_tick" not in worker.output()
+
+
 def test_prefork_children_replaced_after_every_task_can_publish_tasks(start_test_worker, runs):
     worker = start_test_worker("--max-tasks-per-child=1")
     spawn.delay("root", 3)  # 1 + 2 + 4 + 8 = 15 tasks, each published by a freshly forked child
