@@ -608,7 +608,8 @@ def _held_by_process() -> tuple[list[int], list[int]]:
     for owner in [c for c in list(_channels) if c._pid == pid]:
         pending = owner.acks_for_rescue()
         acks.extend(pending)
-        held.extend(row_id for row_id in owner.in_flight_ids() if row_id not in pending)
+        deleting = set(pending)
+        held.extend(row_id for row_id in owner.in_flight_ids() if row_id not in deleting)
     return held, acks
 
 
@@ -1027,10 +1028,11 @@ class Transport(stock.Transport):
                 thread.join(timeout=5)
 
     def _upkeep_connection(self) -> psycopg.Connection:
-        """A connection of the upkeep's own, outside the pool (like the LISTEN connection)."""
+        """A new autocommit connection for the keeper or the upkeep, outside the pool (like the LISTEN connection)."""
         fairy = engine_for(self._broker_url(), self.options.engine_options).raw_connection()
         connection = _driver_connection(fairy)
         fairy.detach()
+        connection.autocommit = True
         return connection
 
     def _keep(self) -> None:
@@ -1046,7 +1048,6 @@ class Transport(stock.Transport):
                 try:
                     if self._keeper_db is None:
                         self._keeper_db = self._upkeep_connection()
-                        self._keeper_db.autocommit = True
                     next_due = self._rescue(self._keeper_db)
                     if next_due is not None:
                         pause = min(pause, max(0.0, next_due))

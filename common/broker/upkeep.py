@@ -92,7 +92,7 @@ class StorageUpkeep:
         vacuum_threshold: int,
         compact_above: int,
     ) -> None:
-        self._connect = connect
+        self._connect = connect  # opens a new connection in autocommit
         self._cursors = cursors
         self._vacuum_threshold = vacuum_threshold
         self._compact_above = compact_above
@@ -205,8 +205,7 @@ class StorageUpkeep:
         if os.getpid() != self._pid:  # a forked child: the parent's connection is not ours to use or close
             self._connection, self._pid = None, os.getpid()
         if self._connection is None or self._connection.closed:
-            connection = self._connect()
-            connection.autocommit = True
+            connection = self._connect()  # in autocommit: VACUUM runs outside a transaction block
             connection.execute(sql.UPKEEP_SESSION)
             self._connection = connection
         return self._connection
