@@ -81,4 +81,6 @@ def test_a_worker_with_long_tasks_claims_as_soon_as_a_slot_frees_without_waiting
         )
         waited = float(cursor.fetchone()[0])
     print(f"the next task started {waited:.3f} s after the short one ended")
-    assert waited < 1.0, waited
+    # 0.011-0.013 s when run alone; once 1.4 s in a full run of the broker tests (cause not found). With the
+    # gathering unbounded it waits until the long tasks end: 4.0 s.
+    assert waited < 2.5, waited

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 
 
 @shared_task(name="ops_sample.fail")
@@ -34,4 +35,16 @@ def sleep_early(seconds: float) -> float:
 @shared_task(name="ops_sample.sleep_late", acks_late=True)
 def sleep_late(seconds: float) -> float:
     time.sleep(seconds)
+    return seconds
+
+
+@shared_task(name="ops_sample.sleep_past_soft_limit")
+def sleep_past_soft_limit(seconds: float) -> float:
+    """Sleep `seconds`, ignoring the soft time limit: only the hard one stops it."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            time.sleep(left)
+        except SoftTimeLimitExceeded:
+            continue
     return seconds

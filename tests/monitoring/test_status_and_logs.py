@@ -100,8 +100,11 @@ def test_json_log_format_logs_every_task_event_as_one_object_per_line(start_proc
         "failed": celery_app.send_task("ops_sample.fail", queue="default").id,
         "retried": celery_app.send_task("ops_sample.retry_once", queue="default").id,
     }
-    # Killed by the hard time limit: reported from the worker's main process, not the child that ran it.
-    timed_out = celery_app.send_task("ops_sample.sleep", args=[30], queue="default", time_limit=1).id
+    # Killed by the hard time limit: reported from the worker's main process, not the child that ran it. (In
+    # Celery's event loop a hard limit is armed when the soft one expires, so a soft limit below it is set too.)
+    timed_out = celery_app.send_task(
+        "ops_sample.sleep_past_soft_limit", args=[30], queue="default", soft_time_limit=0.5, time_limit=1
+    ).id
     worker.wait_for_output(r'"event": "task\.succeeded"', timeout=60, count=2)  # heartbeat + retry_once's rerun
     worker.wait_for_output(r'"event": "task\.failed"', timeout=30, count=2)
     worker.stop()
