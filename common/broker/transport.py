@@ -722,7 +722,7 @@ class Transport(stock.Transport):
         # Claim cursors, and the storage upkeep that looks back behind them and vacuums (its own thread).
         self.cursors = ClaimCursors()
         self._upkeep = StorageUpkeep(
-            connect=self._upkeep_connection,
+            connect=self._own_connection,
             cursors=self.cursors,
             vacuum_threshold=self.options.vacuum_threshold,
             compact_above=self.options.compact_above,
@@ -783,10 +783,7 @@ class Transport(stock.Transport):
             os.set_blocking(self._wake_read, False)
             os.set_blocking(self._wake_write, False)
         if self._listener is None:
-            fairy = engine_for(self._broker_url(), self.options.engine_options).raw_connection()
-            connection = _driver_connection(fairy)
-            fairy.detach()  # a long-lived LISTEN connection does not count against the pool
-            connection.autocommit = True
+            connection = self._own_connection()  # a long-lived LISTEN connection does not count against the pool
             try:
                 connection.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
                 connection.execute(f"LISTEN {fanout.BINDINGS_CHANNEL}")
@@ -1027,13 +1024,25 @@ class Transport(stock.Transport):
             if thread is not None and os.getpid() == self._pid and thread is not threading.current_thread():
                 thread.join(timeout=5)
 
-    def _upkeep_connection(self) -> psycopg.Connection:
-        """A new autocommit connection for the keeper or the upkeep, outside the pool (like the LISTEN connection)."""
-        fairy = engine_for(self._broker_url(), self.options.engine_options).raw_connection()
-        connection = _driver_connection(fairy)
-        fairy.detach()
-        connection.autocommit = True
-        return connection
+    def _own_connection(self) -> psycopg.Connection:
+        """A live autocommit connection of its own, outside the pool: the LISTEN session's, the keeper's or the
+        upkeep's. A pooled connection whose server session is gone is discarded, not handed on (the pool does
+        not check them; a LISTEN on one failed, seen once after another test had terminated sessions)."""
+        engine = engine_for(self._broker_url(), self.options.engine_options)
+        for attempt in (1, 2, 3):
+            fairy = engine.raw_connection()
+            connection = _driver_connection(fairy)
+            try:
+                connection.autocommit = True
+                connection.execute("SELECT 1")
+            except CONNECTION_ERRORS:
+                fairy.invalidate()
+                if attempt == 3:
+                    raise
+                continue
+            fairy.detach()
+            return connection
+        raise AssertionError("unreachable")
 
     def _keep(self) -> None:
         """Rescue passes each rescue interval (or sooner, when a scheduled message is due); leases every
@@ -1047,7 +1056,7 @@ class Transport(stock.Transport):
                 pause = self.options.rescue_interval
                 try:
                     if self._keeper_db is None:
-                        self._keeper_db = self._upkeep_connection()
+                        self._keeper_db = self._own_connection()
                     next_due = self._rescue(self._keeper_db)
                     if next_due is not None:
                         pause = min(pause, max(0.0, next_due))

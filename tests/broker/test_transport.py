@@ -419,6 +419,22 @@ def test_a_terminated_listen_session_is_replaced_without_a_connection_error(conn
     assert received == [{"n": 1}]
 
 
+def test_a_pooled_connection_whose_session_is_gone_never_becomes_the_listen_session(connect):
+    conn = connect(polling_interval=60)
+    url = conn.transport._broker_url()
+    dispose_engines(url=url)  # a fresh pool: the connection returned below is its only idle one
+    conn.default_channel._run("SELECT 1")  # the channel keeps its own connection checked out
+    engine = transport.engine_for(url, conn.transport.options.engine_options)
+    pooled = engine.raw_connection()
+    dead = pooled.driver_connection.info.backend_pid
+    pooled.close()  # back to the pool, idle
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [dead])
+    listener = conn.transport._listen()  # the pool hands out the dead one first: it is discarded
+    assert listener.info.backend_pid != dead
+    assert listener.execute("SELECT 1").fetchone() == (1,)
+
+
 @pytest.fixture
 def learned_marks():
     """Task ids the transport reports as cancelled, in the order reported."""
