@@ -4,7 +4,7 @@ Before, a consumer asleep on LISTEN kept its queue's flag armed for its whole ho
 producer process sent a wake-up (coalesced per 5 ms per process) until it ran out: 35% fewer enqueues with 32
 producer processes while a consumer slept. A NOTIFY reaches every session listening, so once one wake-up
 for a queue is sent, every consumer asleep on it wakes, and each arms the flag again before it sleeps again
-(common.broker.transport.Transport._wait forgets its own arm). Until then, producers read the flag unset and
+(common.broker.transport.Transport._read_notifications forgets its own arm). Until then, producers read the flag unset and
 send nothing; the consumer whose arm finds it unset claims again after it (sql.ARM_WAKE says why that is
 enough).
 
