@@ -120,7 +120,7 @@ def _message_ttl(arguments: dict | None) -> float | None:
 def _deliver_shared(kind: Any, message: dict, exchange: str, routing_key: str) -> None:
     channel = kind.channel  # kombu's exchange types keep the channel they route for
     for queue in channel._lookup(exchange, routing_key):
-        channel._put_shared(queue, message)
+        channel._put(queue, message)
 
 
 class _DirectExchange(DirectExchange):
@@ -260,14 +260,6 @@ class FanoutChannel(stock.Channel):
         queues = {queue for _, queue in self._shared_bindings(exchange, None)}
         queues.update(self._local_lookup(exchange, routing_key))
         for queue in sorted(queues):
-            self._put_shared(queue, message)
-
-    def _put_shared(self, queue: str, message: dict) -> None:
-        try:
-            self._put(queue, message)
-        except psycopg.errors.ForeignKeyViolation:
-            # Our cached id is of a pruned queue: a consumer that restarted under the same name (a worker's
-            # pidbox) declared it again. _put forgot the id; once more finds the new one.
             self._put(queue, message)
 
     # --- no-ack consumers ------------------------------------------------------------

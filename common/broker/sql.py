@@ -43,19 +43,21 @@ NOTIFY_CHANNEL = "kombu_message_ready"
 # -> ready, returning whether a consumer of the queue may be asleep (its wake_wanted_until lies ahead): the
 # publish asks its waker for a NOTIFY only then, and learns it in the same round trip. The sub-select runs
 # in the INSERT's snapshot: an arm that commits after the statement began is not seen (ARM_WAKE says how
-# the consumer covers that).
+# the consumer covers that). No row comes back if the queue's row is gone (a pruned fanout queue whose id
+# the publisher cached): the queue id is checked by a plain read, not by a foreign key (migration 0010).
 INSERT_MESSAGE = (
     "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
-    "VALUES (nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, %s) "
+    "SELECT nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, q.id FROM kombu_queue q "
+    "WHERE q.id = %s "
     "RETURNING EXISTS (SELECT 1 FROM kombu_queue q WHERE q.id = kombu_message.queue_id "
     "AND q.wake_wanted_until > now() AT TIME ZONE 'UTC')"
 )
 
 # -> scheduled: a message with a future ETA waits in the table, not in a worker's memory (no trigger fires:
-# it is not visible).
+# it is not visible). No row is inserted if the queue's row is gone, as INSERT_MESSAGE.
 INSERT_SCHEDULED = (
     "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
-    "VALUES (nextval('message_id_sequence'), false, %s, %s, -2, %s)"
+    "SELECT nextval('message_id_sequence'), false, %s, %s, -2, q.id FROM kombu_queue q WHERE q.id = %s"
 )
 
 # ready -> claimed, recording the claiming backend; and the acks this process gathered since its last round

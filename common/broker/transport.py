@@ -323,28 +323,39 @@ class Channel(FanoutChannel):
     # --- publish -------------------------------------------------------------------
     def _put(self, queue: str, message: dict, **kwargs: Any) -> None:
         payload = dumps(message)
-        queue_id = self._queue_id(queue)
         due = scheduled_for(message)
+        # A cached id whose row is gone (a pruned fanout queue, declared again under a new id by a restarted
+        # consumer) inserts nothing: forget it and publish once more under the queue's current id.
+        for _attempt in (1, 2):
+            if self._insert(queue, payload, due):
+                return
+            self._forget_queue_id(queue)
+        raise RuntimeError(f"broker queue {queue!r} was deleted twice while a message was published to it")
+
+    def _insert(self, queue: str, payload: str, due: datetime.datetime | None) -> bool:
+        """Insert `payload` into `queue` (ready, or scheduled for `due`); False if the queue's row is gone."""
+        queue_id = self._queue_id(queue)
         statement, params = (
             (sql.INSERT_MESSAGE, (payload, queue_id))
             if due is None
             else (sql.INSERT_SCHEDULED, (due, payload, queue_id))
         )
         cursor = transaction_cursor.get()
-        try:
-            if cursor is not None:
-                cursor.execute(statement, params)
-                transaction_publishes.set(transaction_publishes.get(0) + 1)
-            elif due is not None:  # not ready yet: nobody to wake
-                # An INSERT whose reply was lost may have committed: never retry it blindly.
-                self._run(statement, params, retry=False)
-            else:
-                [(asleep,)] = self._run(statement, params, fetch=True, retry=False)
-                if asleep:  # a consumer of the queue may be waiting on LISTEN; busy ones claim again unasked
-                    self._wake_consumers(queue_id)
-        except psycopg.errors.ForeignKeyViolation:
-            _queue_ids.pop((self._url, queue), None)
-            raise
+        if cursor is not None:
+            cursor.execute(statement, params)
+            if not cursor.rowcount:
+                return False
+            transaction_publishes.set(transaction_publishes.get(0) + 1)
+        elif due is not None:  # not ready yet: nobody to wake
+            # An INSERT whose reply was lost may have committed: never retry it blindly.
+            return bool(self._run(statement, params, retry=False))
+        else:
+            rows = self._run(statement, params, fetch=True, retry=False)
+            if not rows:
+                return False
+            if rows[0][0]:  # a consumer of the queue may be waiting on LISTEN; busy ones claim again unasked
+                self._wake_consumers(queue_id)
+        return True
 
     def _wake_consumers(self, queue_id: int) -> None:
         """Have this process's waker thread notify consumers of a committed publish (the producer never waits)."""

@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
+from common.broker import transport
 from common.broker.services.cleanup import cleanup_broker_messages
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -142,3 +143,39 @@ def test_a_consumer_whose_session_was_lost_binds_again_with_its_new_one(connect)
         while not got:
             consumer.drain_events(timeout=10)
     assert got == [{"n": "back"}]
+
+
+def test_a_publisher_holding_the_id_of_a_pruned_queue_reaches_the_queue_declared_again(connect, monkeypatch):
+    # Queue ids are cached per process; each side gets a cache of its own, as if in a process of its own.
+    caches: dict[str, dict] = {"publisher": {}, "first": {}, "restarted": {}}
+
+    def as_process(name: str) -> None:
+        monkeypatch.setattr(transport, "_queue_ids", caches[name])
+
+    queue = Queue("fanouttest.pidbox", BROADCAST, auto_delete=True)
+    first, publisher, restarted = connect(), connect(), connect()
+    as_process("first")
+    bind(first, queue)
+    as_process("publisher")
+    broadcast = Producer(publisher.default_channel)
+    broadcast.publish({"n": 1}, exchange=BROADCAST, declare=[BROADCAST])
+    as_process("first")
+    assert receive(first, queue, 1) == [{"n": 1}]
+
+    with connection.cursor() as cursor:  # the consumer's process dies; the prune drops its queue's row
+        cursor.execute("SELECT pg_terminate_backend(%s, 5000)", [backend_of(first)])
+    cleanup_broker_messages(visibility_timeout=60)
+    as_process("restarted")  # the consumer restarts under the same queue name: a new row, a new id
+    bind(restarted, queue)
+    assert caches["restarted"] != caches["first"]
+
+    as_process("publisher")  # still holds the pruned id
+    broadcast.publish({"n": 2}, exchange=BROADCAST, declare=[BROADCAST])
+    as_process("restarted")
+    assert receive(restarted, queue, 1) == [{"n": 2}]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM kombu_message m WHERE NOT EXISTS "
+            "(SELECT 1 FROM kombu_queue q WHERE q.id = m.queue_id)"
+        )
+        assert cursor.fetchone()[0] == 0  # nothing left under the pruned id
