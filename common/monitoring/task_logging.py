@@ -61,6 +61,8 @@ def _log(
     if outcome != "started" and task_id in _started:  # in the process that runs it, not a timed-out task's parent
         # Also on whatever the task's other receivers log after this (django-structlog's task_succeeded).
         structlog.contextvars.bind_contextvars(runtime=runtime, outcome=outcome)
+    if not logger.isEnabledFor(level):  # a worker at WARNING: the record is not built, twice per task
+        return
     runtime_text = f" runtime={runtime:.3f}s" if runtime is not None else ""
     extra_text = "".join(f" {key}={value}" for key, value in more.items())
     logger.log(
