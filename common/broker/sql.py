@@ -30,9 +30,10 @@ kombu_queue.wake_wanted_until (migrations 0008, 0009), per queue:
            A consuming process arms it (ARM_WAKE) before it sleeps with queues it found empty, for twice
            its polling interval plus a margin, and rewrites it only once half of that has passed, or after
            a NOTIFY for the queue woke it.
-- armed -> unset: the wake-up a publish triggers (WAKE_QUEUES) clears it in its own transaction, so the
-           publishes after it send nothing until a consumer arms it again: a NOTIFY reaches every listening
-           session, so every consumer asleep on the queue wakes, and each arms again before its next sleep.
+- armed -> unset: the first publish that finds it armed clears it (INSERT_MESSAGE) and has its waker send the
+           wake-up (WAKE_QUEUES, which also clears an arm made since), so the publishes after it send nothing
+           until a consumer arms it again: a NOTIFY reaches every listening session, so every consumer asleep
+           on the queue wakes, and each arms again before its next sleep.
 """
 
 from __future__ import annotations
@@ -40,17 +41,32 @@ from __future__ import annotations
 # The wake-up channel of the insert/restore trigger (migration 0002); its payload is the queue id.
 NOTIFY_CHANNEL = "kombu_message_ready"
 
-# -> ready, returning whether a consumer of the queue may be asleep (its wake_wanted_until lies ahead): the
-# publish asks its waker for a NOTIFY only then, and learns it in the same round trip. The sub-select runs
-# in the INSERT's snapshot: an arm that commits after the statement began is not seen (ARM_WAKE says how
-# the consumer covers that). No row comes back if the queue's row is gone (a pruned fanout queue whose id
-# the publisher cached): the queue id is checked by a plain read, not by a foreign key (migration 0010).
+# -> ready, and armed -> unset: if a consumer of the queue may be asleep (its wake_wanted_until lies ahead),
+# the publish disarms the flag in the same statement and returns whether it did; only the publish that
+# disarmed it asks its waker for a NOTIFY. Of concurrent publishes that read the flag armed, the first locks
+# the queue's row; the others' UPDATE waits for its commit, finds the flag unset and writes nothing: one
+# wake-up per arm, however many producers (before, each producer process read the flag armed until its own
+# wake-up cleared it: about 10 wake-up transactions per arm with 32 producer processes). While the flag is
+# unset the UPDATE matches no row, locks nothing and waits for nobody. The reads run in the INSERT's
+# snapshot: an arm that commits after the statement began is not seen (ARM_WAKE says how the consumer covers
+# that). No row comes back if the queue's row is gone (a pruned fanout queue whose id the publisher cached):
+# the queue id is checked by a plain read, not by a foreign key (migration 0010).
 INSERT_MESSAGE = (
+    "WITH disarmed AS (UPDATE kombu_queue SET wake_wanted_until = NULL WHERE id = %(queue)s "
+    "AND wake_wanted_until > now() AT TIME ZONE 'UTC' RETURNING id) "
+    "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
+    "SELECT nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %(payload)s, 1, q.id "
+    "FROM kombu_queue q WHERE q.id = %(queue)s "
+    "RETURNING EXISTS (SELECT 1 FROM disarmed)"
+)
+
+# -> ready, inside a Django transaction (common.broker.services.transactional): the flag is left alone, so the
+# queue's row is never locked for as long as the caller's transaction lasts (an arm would wait for it). The
+# insert trigger notifies in the transaction, and only if it commits. No row if the queue's row is gone.
+INSERT_MESSAGE_IN_TRANSACTION = (
     "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
     "SELECT nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, q.id FROM kombu_queue q "
-    "WHERE q.id = %s "
-    "RETURNING EXISTS (SELECT 1 FROM kombu_queue q WHERE q.id = kombu_message.queue_id "
-    "AND q.wake_wanted_until > now() AT TIME ZONE 'UTC')"
+    "WHERE q.id = %s"
 )
 
 # -> scheduled: a message with a future ETA waits in the table, not in a worker's memory (no trigger fires:
@@ -110,12 +126,12 @@ SESSION_SETUP = (
 )
 
 # The wake-ups for committed publishes, sent by the process's waker thread (common.broker.waker) for every
-# queue marked since its last send (a publish marks its queue only if INSERT_MESSAGE said a consumer of it may
-# be asleep): one transaction, with synchronous_commit off (kombu_message_wake), so the NOTIFY's
-# database-wide commit lock is never held across a WAL flush nor on a producer's path. armed -> unset in the
-# same transaction (migration 0009): the NOTIFY wakes every consumer asleep on the queue, so until one of
-# them arms again the producers have nobody to wake. The clear skips a row another session's ARM_WAKE has
-# locked (it never waits for one); the flag then stays armed, which costs wake-ups, never loses one.
+# queue marked since its last send (a publish marks its queue only if its INSERT_MESSAGE disarmed the flag):
+# one transaction, with synchronous_commit off (kombu_message_wake), so the NOTIFY's database-wide commit
+# lock is never held across a WAL flush nor on a producer's path. It clears the flag again (migration 0009),
+# in case a consumer armed it since the publish: the NOTIFY wakes that consumer too, so until one of them
+# arms again the producers have nobody to wake. The clear skips a row another session's ARM_WAKE has locked
+# (it never waits for one); the flag then stays armed, which costs a wake-up, never loses one.
 WAKE_QUEUES = "SELECT kombu_message_wake(q) FROM unnest(%s::integer[]) AS q"
 
 # unset/armed -> armed for %(hold)s seconds: run by a consuming process before it sleeps with queues it found

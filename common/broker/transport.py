@@ -335,25 +335,23 @@ class Channel(FanoutChannel):
     def _insert(self, queue: str, payload: str, due: datetime.datetime | None) -> bool:
         """Insert `payload` into `queue` (ready, or scheduled for `due`); False if the queue's row is gone."""
         queue_id = self._queue_id(queue)
-        statement, params = (
-            (sql.INSERT_MESSAGE, (payload, queue_id))
-            if due is None
-            else (sql.INSERT_SCHEDULED, (due, payload, queue_id))
-        )
         cursor = transaction_cursor.get()
         if cursor is not None:
-            cursor.execute(statement, params)
+            if due is None:
+                cursor.execute(sql.INSERT_MESSAGE_IN_TRANSACTION, (payload, queue_id))
+            else:
+                cursor.execute(sql.INSERT_SCHEDULED, (due, payload, queue_id))
             if not cursor.rowcount:
                 return False
             transaction_publishes.set(transaction_publishes.get(0) + 1)
         elif due is not None:  # not ready yet: nobody to wake
             # An INSERT whose reply was lost may have committed: never retry it blindly.
-            return bool(self._run(statement, params, retry=False))
+            return bool(self._run(sql.INSERT_SCHEDULED, (due, payload, queue_id), retry=False))
         else:
-            rows = self._run(statement, params, fetch=True, retry=False)
+            rows = self._run(sql.INSERT_MESSAGE, {"payload": payload, "queue": queue_id}, fetch=True, retry=False)
             if not rows:
                 return False
-            if rows[0][0]:  # a consumer of the queue may be waiting on LISTEN; busy ones claim again unasked
+            if rows[0][0]:  # this publish disarmed a consumer's flag: it may be asleep on LISTEN
                 self._wake_consumers(queue_id)
         return True
 
@@ -963,16 +961,16 @@ class Transport(stock.Transport):
         """Have producers wake the queues this process is about to sleep on, for the whole sleep; returns (whether
         a flag was unset: the caller must claim those queues again first, monotonic time the flags cover).
 
-        A wake-up clears the flag it answers (sql.WAKE_QUEUES), so with several consumers asleep on one queue no
-        message waits for the poll: its NOTIFY reaches every listening session, so it wakes all of them, not
-        one, and each forgets its arm (_read_notifications; a busy one when it next reads them, before it could
-        sleep). The flag stays unset until the first of their arms commits; that arm finds it unset (sql.ARM_WAKE
-        judges by the version it overwrites, even one a wake-up cleared after its snapshot), so its consumer claims
-        again after it, which covers every producer that read the flag unset meanwhile. Those arming later find it
-        set and sleep, and the next publish wakes them all again. A consumer that missed the NOTIFY (its LISTEN
-        session was replaced) forgets all its arms. Left to the poll (or another consumer's claim), as without
-        the clear: a producer stalled for more than RECHECK_AFTER_ARM inside its INSERT, or a wake-up that
-        could not be sent.
+        The first publish that finds the flag armed clears it (sql.INSERT_MESSAGE) and sends the wake-up, so with
+        several consumers asleep on one queue no message waits for the poll: its NOTIFY reaches every listening
+        session, so it wakes all of them, not one, and each forgets its arm (_read_notifications; a busy one when it
+        next reads them, before it could sleep). The flag stays unset until the first of their arms commits; that
+        arm finds it unset (sql.ARM_WAKE judges by the version it overwrites, even one a publish cleared after its
+        snapshot), so its consumer claims again after it, which covers every producer that read the flag unset
+        meanwhile. Those arming later find it set and sleep, and the next publish wakes them all again. A consumer
+        that missed the NOTIFY (its LISTEN session was replaced) forgets all its arms. Left to the poll (or another
+        consumer's claim), as without the clear: a producer stalled for more than RECHECK_AFTER_ARM inside its
+        INSERT, or a wake-up that could not be sent.
         """
         sleeping = self._sleeping_queues()
         channel = self._consuming_channel()

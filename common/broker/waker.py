@@ -1,17 +1,17 @@
 """Wake-ups for this process's publishes, sent by one thread, off every producer's commit path.
 
 A transaction that issued NOTIFY holds a database-wide lock through its commit, so notifying commits run
-one at a time. A publish therefore only commits its INSERT and, if that INSERT returned that a consumer of
-the queue may be asleep (kombu_queue.wake_wanted_until lies ahead: consumers arm it before they sleep on
-LISTEN), marks its queue here. While every consumer of a queue is busy, nothing is marked and no NOTIFY is
-sent at all: a busy consumer claims again without one. A wake-up also clears the flag of the queues it
-wakes (migration 0009): every consumer asleep on one wakes, and arms it again before it sleeps again, so the
-publishes in between mark nothing. One thread per process sends the NOTIFYs for every
+one at a time. A publish therefore only commits its INSERT and, if that INSERT disarmed a consumer's flag
+(kombu_queue.wake_wanted_until lies ahead: consumers arm it before they sleep on LISTEN; the first publish
+that finds it armed clears it), marks its queue here. While every consumer of a queue is busy, nothing is
+marked and no NOTIFY is sent at all: a busy consumer claims again without one. Every consumer asleep on a
+queue wakes at its NOTIFY and arms the flag again before it sleeps again, so the publishes in between mark
+nothing, in this process or any other. One thread per process sends the NOTIFYs for every
 queue marked since its last send, in one statement, at most once per MIN_GAP, on the connection of the
 channel that published last (under that channel's lock, so no connection is added). The marks of a burst
 of publishes coalesce into one NOTIFY per queue, and no producer waits for one. If a wake-up cannot be
 sent (or the process dies first), the message is committed anyway and consumers find it at their next
-fallback poll.
+fallback poll (the flag is cleared already: other producers' publishes do not wake them meanwhile).
 """
 
 from __future__ import annotations

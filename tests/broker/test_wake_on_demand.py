@@ -9,10 +9,11 @@ import time
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from common.broker import sql
+from common.broker.services.transactional import enqueue_in_transaction
 from common.broker.waker import process_waker
 from tests.broker.conftest import message_rows
 from tests.broker.tasks import record
@@ -118,7 +119,7 @@ def test_publishes_committed_just_after_a_worker_armed_are_claimed_without_waiti
     try:
         for producer, (payload, queue_id) in zip(producers, messages, strict=True):
             producer.execute(sql.SESSION_SETUP)  # one of this transport's sessions: the insert trigger is silent
-            [(asleep,)] = producer.execute(sql.INSERT_MESSAGE, (payload, queue_id)).fetchall()
+            [(asleep,)] = producer.execute(sql.INSERT_MESSAGE, {"payload": payload, "queue": queue_id}).fetchall()
             assert asleep is False
         # Not waiting for "ready.": the worker arms at its first sleep, and the commits must follow at once.
         start_process("racedworker", celery_command(
@@ -239,3 +240,53 @@ def test_two_workers_asleep_on_one_queue_keep_being_woken_after_one_of_them_was(
     received = [worker.output().count("] received") for worker in workers]
     print(f"publish -> start (s): {[round(d, 3) for d in delays.values()]}; tasks received per worker: {received}")
     assert all(delay < 1 for delay in delays.values()), delays
+
+
+def test_of_concurrent_publishes_that_read_the_flag_armed_only_the_first_sends_a_wake_up(
+    test_database_url, clean_broker
+):
+    # Two producer processes' publishes, both begun while a consumer's flag is armed. Before, each read the flag
+    # armed and each process's waker sent a wake-up of its own (about ten per arm with 32 producer processes).
+    with psycopg.connect(test_database_url, autocommit=True) as db:
+        [(queue_id,)] = db.execute(sql.QUEUE_ID, {"name": QUEUE.name}).fetchall()
+        db.execute(sql.ARM_WAKE, {"queues": [queue_id], "hold": 60})
+    with psycopg.connect(test_database_url) as first, psycopg.connect(test_database_url, autocommit=True) as second:
+        [(first_wakes,)] = first.execute(sql.INSERT_MESSAGE, {"payload": "{}", "queue": queue_id}).fetchall()
+        second_wakes: list[bool] = []
+        publishing = threading.Thread(
+            target=lambda: second_wakes.extend(
+                row[0] for row in second.execute(sql.INSERT_MESSAGE, {"payload": "{}", "queue": queue_id})
+            )
+        )
+        publishing.start()
+        time.sleep(0.3)  # the second's snapshot shows the flag armed: it waits for the first to commit
+        first.commit()
+        publishing.join(timeout=10)
+    assert (first_wakes, second_wakes) == (True, [False])
+    assert flag_of(queue_id) is None and message_rows() == 2
+
+
+def test_a_publish_in_a_django_transaction_leaves_the_flag_and_its_row_to_the_consumers(
+    test_database_url, clean_broker
+):
+    # A Django transaction may last long: its publish must not lock the queue's row (a consumer arming before it
+    # sleeps would wait for the caller's commit) nor disarm the flag (its NOTIFY comes from the insert trigger,
+    # at commit).
+    with psycopg.connect(test_database_url, autocommit=True) as consumer, listening(test_database_url) as listener:
+        [(queue_id,)] = consumer.execute(sql.QUEUE_ID, {"name": "default"}).fetchall()
+        consumer.execute("SET lock_timeout = '2s'")
+        flag = "now() AT TIME ZONE 'UTC' + interval '2 seconds'"  # due for a re-arm: an arm writes (and locks) it
+        consumer.execute(f"UPDATE kombu_queue SET wake_wanted_until = {flag} WHERE id = %s", [queue_id])
+        with transaction.atomic():
+            enqueue_in_transaction(task=record, args=("in-transaction",))
+            [(still_armed,)] = consumer.execute(
+                "SELECT wake_wanted_until IS NOT NULL FROM kombu_queue WHERE id = %s", [queue_id]
+            ).fetchall()
+            assert still_armed  # not disarmed by the publish
+            [(_queue, ahead, _was_unset)] = consumer.execute(
+                sql.ARM_WAKE, {"queues": [queue_id], "hold": 60}
+            ).fetchall()  # does not wait for the caller's commit (lock_timeout would end it)
+            assert ahead > 50
+            assert notifications(listener, quiet=0.2) == []  # nothing to claim yet
+        assert notifications(listener) == [str(queue_id)]  # the insert trigger, at commit
+    assert message_rows() == 1
