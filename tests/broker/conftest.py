@@ -1,19 +1,26 @@
-"""Fixtures for the broker tests: a runs table the test tasks write to, and workers that load them."""
+"""Fixtures and helpers for the broker tests: a runs table the test tasks write to, workers that load them, a
+test queue to publish to, and a listener for the transport's wake-ups."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import time
 
+import psycopg
 import pytest
 from django.db import connection
-from kombu import Connection
+from kombu import Connection, Consumer, Exchange, Producer, Queue
 
 from boot.celery import app as celery_app
+from common.broker import sql, transport
 from common.broker.transport import Transport
 from tests.broker.tasks import RUNS_TABLE
 from tests.processes import celery_command
 
 _names = itertools.count(1)
+
+QUEUE = Queue("brokertest", Exchange("brokertest", type="direct"), routing_key="brokertest")
 
 
 @pytest.fixture
@@ -95,3 +102,46 @@ def scheduled_rows() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM kombu_message WHERE NOT visible AND version = -2")
         return cursor.fetchone()[0]
+
+
+def publish(conn: Connection, *bodies: object) -> None:
+    """Publish each body to QUEUE (declaring it) through `conn`."""
+    producer = Producer(conn.default_channel)
+    for body in bodies:
+        producer.publish(body, exchange=QUEUE.exchange, routing_key=QUEUE.routing_key, declare=[QUEUE])
+
+
+def listening(database_url: str) -> psycopg.Connection:
+    """A connection that LISTENs on the transport's wake-up channel."""
+    listener = psycopg.connect(database_url, autocommit=True)
+    listener.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
+    return listener
+
+
+def notifications(listener: psycopg.Connection, quiet: float = 0.5) -> list[str]:
+    """Payloads of the wake-ups `listener` receives until none came for `quiet` seconds."""
+    return [notify.payload for notify in listener.notifies(timeout=quiet)]
+
+
+def consume(conn: Connection, count: int, *, ack: bool = True, timeout: float = 10, shared: list | None = None) -> list:
+    """Receive until `count` messages arrived here (or in `shared`, a list several consumers append to)."""
+    received = []
+    seen = received if shared is None else shared
+
+    def on_message(body, message):
+        received.append((body, message))
+        if shared is not None:
+            shared.append(body)
+        if ack:
+            message.ack()
+
+    deadline = time.monotonic() + timeout
+    with Consumer(conn, [QUEUE], callbacks=[on_message]):
+        while len(seen) < count and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                conn.drain_events(timeout=0.5)
+    # A consumer's next round trip (claim, or the flush before it waits) deletes the rows it acked; done here
+    # so the tests can look at the table at once.
+    if isinstance(conn.default_channel, transport.Channel):  # the stock transport deletes nothing
+        conn.default_channel.flush_acks()
+    return received

@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 
 from common.broker import sql
-from tests.broker.test_transport import QUEUE, consume, publish
+from tests.broker.conftest import QUEUE, consume, publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -17,7 +17,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.utils import timezone
-from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu import Connection, Consumer, Producer
 from kombu.transport.sqlalchemy import Transport as StockTransport
 
 from boot.celery import app as celery_app
@@ -30,44 +30,12 @@ from common.broker.services.transactional import enqueue_in_transaction
 from common.broker.tasks import cleanup_broker_messages_task
 from common.broker.transport import Transport, dispose_engines
 from common.broker.waker import MIN_GAP, process_waker
-from tests.broker.conftest import message_rows
+from tests.broker.conftest import QUEUE, consume, listening, message_rows, notifications, publish
 from tests.broker.tasks import record
 from tests.databases import sibling_broker_url, sibling_database_url
 from tests.processes import PROJECT_DIR
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-QUEUE = Queue("brokertest", Exchange("brokertest", type="direct"), routing_key="brokertest")
-
-
-def publish(conn: Connection, *bodies) -> None:
-    producer = Producer(conn.default_channel)
-    for body in bodies:
-        producer.publish(body, exchange=QUEUE.exchange, routing_key=QUEUE.routing_key, declare=[QUEUE])
-
-
-def consume(conn: Connection, count: int, *, ack: bool = True, timeout: float = 10, shared: list | None = None) -> list:
-    """Receive until `count` messages arrived here (or in `shared`, a list several consumers append to)."""
-    received = []
-    seen = received if shared is None else shared
-
-    def on_message(body, message):
-        received.append((body, message))
-        if shared is not None:
-            shared.append(body)
-        if ack:
-            message.ack()
-
-    deadline = time.monotonic() + timeout
-    with Consumer(conn, [QUEUE], callbacks=[on_message]):
-        while len(seen) < count and time.monotonic() < deadline:
-            with contextlib.suppress(TimeoutError):
-                conn.drain_events(timeout=0.5)
-    # A consumer's next round trip (claim, or the flush before it waits) deletes the rows it acked; done here
-    # so the tests can look at the table at once.
-    if isinstance(conn.default_channel, transport.Channel):  # the stock transport deletes nothing
-        conn.default_channel.flush_acks()
-    return received
 
 
 def rows(where: str = "TRUE") -> list[tuple]:
@@ -517,17 +485,6 @@ def test_an_ack_that_fails_with_the_connection_is_retried_after_reconnecting_not
     assert message_rows() == 0
     assert channel.pending_acks() == []
     assert consume(conn, 1, timeout=1.5) == []  # the acked message is never delivered again
-
-
-def notifications(listener: psycopg.Connection, quiet: float = 0.5) -> list[str]:
-    """Payloads of the wake-ups `listener` receives until none came for `quiet` seconds."""
-    return [notify.payload for notify in listener.notifies(timeout=quiet)]
-
-
-def listening(database_url: str) -> psycopg.Connection:
-    listener = psycopg.connect(database_url, autocommit=True)
-    listener.execute(f"LISTEN {transport.sql.NOTIFY_CHANNEL}")
-    return listener
 
 
 def set_consumer_asleep(until: str | None, queue: str = "brokertest") -> None:

@@ -10,12 +10,12 @@ import time
 import psycopg
 import pytest
 from django.db import connection, transaction
-from kombu import Connection, Consumer, Exchange, Producer, Queue
+from kombu import Consumer
 
 from common.broker import sql
 from common.broker.services.transactional import enqueue_in_transaction
 from common.broker.waker import process_waker
-from tests.broker.conftest import message_rows
+from tests.broker.conftest import QUEUE, listening, message_rows, notifications, publish
 from tests.broker.tasks import record
 from tests.processes import celery_command, wait_until
 
@@ -23,26 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 # Far longer than any test below waits for a task: only a NOTIFY can start one in time.
 LONG_POLL = {"BROKER_POLLING_INTERVAL": "30"}
-
-
-QUEUE = Queue("brokertest", Exchange("brokertest", type="direct"), routing_key="brokertest")
-
-
-def publish(conn: Connection, *bodies: dict) -> None:
-    producer = Producer(conn.default_channel)
-    for body in bodies:
-        producer.publish(body, exchange=QUEUE.exchange, routing_key=QUEUE.routing_key, declare=[QUEUE])
-
-
-def listening(database_url: str) -> psycopg.Connection:
-    listener = psycopg.connect(database_url, autocommit=True)
-    listener.execute(f"LISTEN {sql.NOTIFY_CHANNEL}")
-    return listener
-
-
-def notifications(listener: psycopg.Connection, quiet: float = 0.5) -> list[str]:
-    """Payloads of the wake-ups `listener` receives until none came for `quiet` seconds."""
-    return [notify.payload for notify in listener.notifies(timeout=quiet)]
 
 
 def flag_of(queue_id: int) -> object:
