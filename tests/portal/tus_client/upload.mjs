@@ -6,9 +6,16 @@ import { Upload } from 'tus-js-client'
 
 const options = JSON.parse(process.argv[2])
 const data = readFileSync(options.path)
+let reported = false
 const report = (outcome) => {
+  reported = true
   process.stdout.write(JSON.stringify(outcome) + '\n')
 }
+// tus-js-client 4.3.1's Node stack listens for no error on a response: a connection reset after the response
+// began leaves its promise pending with nothing to keep the process alive, so it would exit 0 silently.
+process.on('beforeExit', () => {
+  if (!reported) report({ event: 'stalled', url: upload.url })
+})
 
 const upload = new Upload(data, {
   endpoint: options.endpoint,
