@@ -90,9 +90,10 @@ def test_client_retries_a_dropped_patch_by_itself(proxy, make_user, source, tus_
     _, token = make_user("alice")
     path, data = source
     # The first retry waits 1 s. In a loaded CI run an immediate retry once left the client stalled (it exited
-    # printing nothing). The suspected cause, not proven: the retry reached the server before it had seen the
-    # cut connection close and released the upload, so the PATCH got 423 with its body unread, the server's
-    # close reset the connection, and this client listens for no error on a response (upload.mjs).
+    # printing nothing). The suspected cause: the retry reached the server before it had seen the cut connection
+    # close and released the upload. A PATCH to a held upload is answered 423 with its body unread and the
+    # connection is then reset (seen with a raw socket sending 6 MiB: the response arrives, the sender gets
+    # EPIPE), and this client listens for no error on a response (upload.mjs).
     outcome = run_client(
         tus_js_client, endpoint=f"{base}/api/uploads/", token=token, path=str(path), filename="c.bin",
         retryDelays=[1000, 2000, 4000],
