@@ -48,6 +48,7 @@ doorito_bench_broker_procrastinate) on 127.0.0.1:5432 are recreated, each name f
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import os
 import signal
@@ -432,6 +433,14 @@ SET_WAKE_WANTED = (
 )
 
 
+# What the queue database's active sessions wait on (wait_event_type: "Lock" includes the database-wide lock a
+# notifying transaction takes at commit, "LWLock" the WAL and buffer locks; NULL is running on a CPU).
+SAMPLE_WAITS = (
+    "SELECT wait_event_type, count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid() GROUP BY 1"
+)
+
+
 def producer_rates(counts: list[int], seconds: float) -> None:
     """Enqueue/s of N concurrent producers by wake-up mode (trigger, waker thread per publish, waker thread on
     demand with no consumer asleep and with one asleep, none, and none beside a consumer), and wake-up latency."""
@@ -526,7 +535,14 @@ def producer_rates(counts: list[int], seconds: float) -> None:
                             wakeups.value += 1
                         break
 
-    def run(n: int, mode: str, seconds: float, layout: str) -> tuple[int, float]:
+    def sample_waits(stop: threading.Event, waits: collections.Counter) -> None:
+        """Every 10 ms until `stop`: count the active sessions by what they wait on."""
+        with connect() as db:
+            while not stop.wait(0.01):
+                for kind, count in db.execute(SAMPLE_WAITS).fetchall():
+                    waits[kind or "CPU"] += count
+
+    def run(n: int, mode: str, seconds: float, layout: str, waits: collections.Counter) -> tuple[int, float]:
         done = context.Array("q", n)
         start, stop = context.Barrier(n + 1), context.Event()
         consumer = None
@@ -544,9 +560,14 @@ def producer_rates(counts: list[int], seconds: float) -> None:
             producer.start()
         start.wait()
         began = time.perf_counter()
+        sampling = threading.Event()
+        sampler = threading.Thread(target=sample_waits, args=(sampling, waits))
+        sampler.start()
         time.sleep(seconds)
         stop.set()
         elapsed = time.perf_counter() - began  # a publish under way when stop is set still counts: negligible
+        sampling.set()
+        sampler.join()
         for producer in [*producers, *([consumer] if consumer else [])]:
             producer.join()
             if getattr(producer, "exitcode", 0):
@@ -594,11 +615,12 @@ def producer_rates(counts: list[int], seconds: float) -> None:
         for layout in ("processes", "threads"):
             for n in counts:
                 totals = {mode: [0, 0.0] for mode in modes}
+                waits = {mode: collections.Counter() for mode in modes}
                 wakeups.value = 0
                 for _ in range(rounds):
                     for mode in modes:
                         prepare(mode)
-                        published, elapsed = run(n, mode, seconds / rounds, layout)
+                        published, elapsed = run(n, mode, seconds / rounds, layout, waits[mode])
                         totals[mode][0] += published
                         totals[mode][1] += elapsed
                 rates = {mode: published / elapsed for mode, (published, elapsed) in totals.items()}
@@ -610,6 +632,11 @@ def producer_rates(counts: list[int], seconds: float) -> None:
                     + f"; asleep consumer woken {wakeups.value / totals['asleep'][1]:.1f}/s",
                     flush=True,
                 )  # fmt: skip
+                shares = {mode: {kind: 100 * count / max(1, waits[mode].total()) for kind, count in waits[mode].items()}
+                          for mode in modes}  # fmt: skip
+                print(f"{'':>15} " + " ".join(f"{shares[m].get('Lock', 0):>5.1f}/{shares[m].get('LWLock', 0):>4.1f}/"
+                                              f"{shares[m].get('CPU', 0):>3.0f}" for m in modes)
+                      + "  % of active sessions waiting on a Lock / an LWLock / on a CPU", flush=True)  # fmt: skip
         for mode in ("in transaction", "waker thread", "asleep"):
             latencies = wake_latency(mode)
             print(
