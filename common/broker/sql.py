@@ -41,6 +41,15 @@ from __future__ import annotations
 # The wake-up channel of the insert/restore trigger (migration 0002); its payload is the queue id.
 NOTIFY_CHANNEL = "kombu_message_ready"
 
+# -> ready, inside a Django transaction (common.broker.services.transactional): the flag is left alone, so the
+# queue's row is never locked for as long as the caller's transaction lasts (an arm would wait for it). The
+# insert trigger notifies in the transaction, and only if it commits. No row if the queue's row is gone.
+INSERT_MESSAGE_IN_TRANSACTION = (
+    "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
+    "SELECT nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %(payload)s, 1, q.id "
+    "FROM kombu_queue q WHERE q.id = %(queue)s"
+)
+
 # -> ready, and armed -> unset: if a consumer of the queue may be asleep (its wake_wanted_until lies ahead),
 # the publish disarms the flag in the same statement and returns whether it did; only the publish that
 # disarmed it asks its waker for a NOTIFY. Of concurrent publishes that read the flag armed, the first locks
@@ -52,21 +61,10 @@ NOTIFY_CHANNEL = "kombu_message_ready"
 # that). No row comes back if the queue's row is gone (a pruned fanout queue whose id the publisher cached):
 # the queue id is checked by a plain read, not by a foreign key (migration 0010).
 INSERT_MESSAGE = (
-    "WITH disarmed AS (UPDATE kombu_queue SET wake_wanted_until = NULL WHERE id = %(queue)s "
+    "WITH disarmed AS (UPDATE kombu_queue SET wake_wanted_until = NULL WHERE id = %(queue)s "  # noqa: S608 - constants only
     "AND wake_wanted_until > now() AT TIME ZONE 'UTC' RETURNING id) "
-    "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
-    "SELECT nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %(payload)s, 1, q.id "
-    "FROM kombu_queue q WHERE q.id = %(queue)s "
-    "RETURNING EXISTS (SELECT 1 FROM disarmed)"
-)
-
-# -> ready, inside a Django transaction (common.broker.services.transactional): the flag is left alone, so the
-# queue's row is never locked for as long as the caller's transaction lasts (an arm would wait for it). The
-# insert trigger notifies in the transaction, and only if it commits. No row if the queue's row is gone.
-INSERT_MESSAGE_IN_TRANSACTION = (
-    "INSERT INTO kombu_message (id, visible, timestamp, payload, version, queue_id) "
-    "SELECT nextval('message_id_sequence'), true, now() AT TIME ZONE 'UTC', %s, 1, q.id FROM kombu_queue q "
-    "WHERE q.id = %s"
+    + INSERT_MESSAGE_IN_TRANSACTION
+    + " RETURNING EXISTS (SELECT 1 FROM disarmed)"
 )
 
 # -> scheduled: a message with a future ETA waits in the table, not in a worker's memory (no trigger fires:

@@ -338,7 +338,7 @@ class Channel(FanoutChannel):
         cursor = transaction_cursor.get()
         if cursor is not None:
             if due is None:
-                cursor.execute(sql.INSERT_MESSAGE_IN_TRANSACTION, (payload, queue_id))
+                cursor.execute(sql.INSERT_MESSAGE_IN_TRANSACTION, {"payload": payload, "queue": queue_id})
             else:
                 cursor.execute(sql.INSERT_SCHEDULED, (due, payload, queue_id))
             if not cursor.rowcount:

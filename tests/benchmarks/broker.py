@@ -602,13 +602,14 @@ def producer_rates(counts: list[int], seconds: float) -> None:
     rounds = 5  # the modes take turns, 1/rounds of --seconds each time, so a shared machine's load hits all alike
     print(f"enqueue/s of concurrent producers, {seconds:g} s each in {rounds} turns, by wake-up NOTIFY: in the")
     print("publishing transaction (insert trigger); by the process's waker thread for every publish (before")
-    print("migration 0008); by the waker thread on demand (INSERT ... RETURNING whether a consumer may be asleep)")
-    print("with no consumer asleep (wake_wanted_until unset) and with one asleep (armed); none (trigger disabled,")
-    print("bare INSERT); loss is against none. Producers are processes (one waker each) or threads of one process")
-    print("(sharing its waker). In asleep mode a consumer process sleeps on LISTEN; the first publish that finds the")
-    print("flag armed clears it, and the consumer takes the ready rows (DELETE) and arms it again before it sleeps")
-    print("again, as the transport does. Consuming: as none, beside a consumer taking the ready rows every 50 ms, the")
-    print("baseline of asleep (the same DELETEs, no wake-up); the last loss is asleep against it.")
+    print("migration 0008); by the waker thread on demand (the INSERT disarms a sleeping consumer's flag and")
+    print("returns whether it did) with no consumer asleep (wake_wanted_until unset) and with one asleep (armed);")
+    print("none (trigger disabled, bare INSERT); loss is against none. Producers are processes (one waker each) or")
+    print("threads of one process (sharing its waker). In asleep mode a consumer process sleeps on LISTEN; the")
+    print("first publish that finds the flag armed clears it, and the consumer takes the ready rows (DELETE) and")
+    print("arms it again before it sleeps again, as the transport does. Consuming: as none, beside a consumer")
+    print("taking the ready rows every 50 ms, the baseline of asleep (the same DELETEs, no wake-up); the last loss")
+    print("is asleep against it.")
     print(f"{'producers':>15} " + " ".join(f"{m:>14}" for m in modes) + "  loss: " + " / ".join(modes[:4])
           + " / asleep vs consuming")  # fmt: skip
     try:
